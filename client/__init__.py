@@ -1,0 +1,1 @@
+"""netscope client: typed Python client, the `netscope` command and benchmarks."""

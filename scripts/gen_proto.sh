@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerates the Python stubs beside the .proto (committed, so users need no
+# protoc). With --check, generates into a temp dir and fails if the committed
+# stubs differ: CI runs that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+out=proto
+if [ "${1:-}" = "--check" ]; then out=$(mktemp -d); fi
+"$PY" -m grpc_tools.protoc -I proto --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" proto/netscope/v1/inspector.proto
+if [ "${1:-}" = "--check" ]; then
+  for f in inspector_pb2.py inspector_pb2.pyi inspector_pb2_grpc.py; do
+    if ! cmp -s "$out/netscope/v1/$f" "proto/netscope/v1/$f"; then
+      echo "proto/netscope/v1/$f is stale: run scripts/gen_proto.sh and commit" >&2
+      exit 1
+    fi
+  done
+  echo "generated stubs are up to date"
+fi

@@ -1,0 +1,1 @@
+"""netscope training: datasets, models, training loop and the checkpoint format the server reads."""
