@@ -51,10 +51,17 @@ def plain(value: Any, where: str = "value") -> Any:
     Tensors pass through (detached, on the CPU). Anything else that is not a
     plain value raises TypeError naming where it was found.
     """
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
+    if value is None:
+        return None
+    # exact builtin types: numpy.float64 is a float subclass the safe loader refuses
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
     if isinstance(value, float):
-        return value
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, os.PathLike):

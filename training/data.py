@@ -340,10 +340,10 @@ def eval_transform(pre: dict):
     centre crop, to float, grey if one channel, normalise."""
     from torchvision.transforms import v2
 
-    ops = []
+    ops = [v2.ToDtype(torch.float32, scale=True)]
     if pre["resize"]:
         ops.append(v2.Resize(pre["resize"], antialias=True))
-    ops += [v2.CenterCrop(pre["crop"]), v2.ToDtype(torch.float32, scale=True)]
+    ops.append(v2.CenterCrop(pre["crop"]))
     return _finish(ops, pre)
 
 
@@ -381,8 +381,8 @@ def train_transform(pre: dict, preset: str, native: int):
 
     crop = pre["crop"]
     size = crop[0]
-    pad = max(2, size // 8)
-    ops = []
+    pad = max(2, size // 16)
+    ops = [v2.ToDtype(torch.float32, scale=True)]  # float first: padding uint8 tensors is slow
     if preset == "rrc":
         ops.append(v2.RandomResizedCrop(crop, scale=(0.35, 1.0), antialias=True))
     else:
@@ -396,7 +396,6 @@ def train_transform(pre: dict, preset: str, native: int):
         ops.append(v2.RandomHorizontalFlip())
     if preset in ("color", "rrc"):
         ops.append(v2.ColorJitter(0.3, 0.3, 0.3, 0.02))
-    ops.append(v2.ToDtype(torch.float32, scale=True))
     return _finish(ops, pre)
 
 

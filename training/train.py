@@ -115,6 +115,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--logdir", help="TensorBoard folder (default runs/<out name>)")
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch instead)")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is fastest on a "
+                                               "busy machine)")
     g.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms (slower on GPU)")
     return p
 
@@ -430,6 +432,8 @@ def train(args) -> dict:
 
 
 def _train(args, resume, device, dist: Dist, t_start: float) -> dict:
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
