@@ -110,6 +110,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--out", help="checkpoint to write (default models/<data>-<arch>.pt; with --resume: that file)")
     g.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
+    g.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                   help="stop (with a resumable checkpoint) after this many epochs of the --epochs planned; "
+                        "continue later with --resume, e.g. on a machine with time limits")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--logdir", help="TensorBoard folder (default runs/<out name>)")
@@ -379,6 +382,11 @@ class Logger:
 # ----------------------------------------------------------------------------- the run
 
 
+# run-time options a resumed run takes from its own command line, never from the checkpoint
+_NOT_INHERITED = {"resume", "out", "data", "arch", "device", "threads", "workers", "logdir", "no_tensorboard",
+                  "no_progress", "download", "stop_after"}
+
+
 def _resolve(args):
     """Fill defaults that depend on each other; read the checkpoint to resume from."""
     resume = None
@@ -396,13 +404,19 @@ def _resolve(args):
             args.data = rargs.get("data")
         if not args.data:
             raise UsageError(f"--resume {args.resume} does not say what data it was trained on: pass --data")
-        for key in ("image_size", "channels", "samples", "pretrained"):
-            if getattr(args, key) is None and rargs.get(key) is not None:
-                setattr(args, key, rargs[key])
-        if not args.arch_arg:
-            args.arch_arg = []
+        # options left at their defaults continue as the original run had them
+        defaults = vars(parser().parse_args([]))
+        for key, value in rargs.items():
+            if key in _NOT_INHERITED or key not in defaults:
+                continue
+            if getattr(args, key, None) == defaults[key] and value != defaults[key]:
+                setattr(args, key, [tuple(kv) for kv in value] if key == "arch_arg" else value)
         if args.out is None:
             args.out = args.resume
+        planned = rargs.get("epochs")
+        if args.scheduler == "onecycle" and planned and args.epochs != planned:
+            raise UsageError(f"--resume {args.resume}: its one-cycle schedule was planned for {planned} epochs; "
+                             f"resume with --epochs {planned} (or train anew)")
     if not args.data:
         raise UsageError("--data is required (imagefolder:PATH, cifar10:ROOT, mnist:ROOT, fashionmnist:ROOT, "
                          "digits or shapes)")
@@ -661,6 +675,12 @@ def _train(args, resume, device, dist: Dist, t_start: float) -> dict:
             if tb.w is not None:
                 _log_epoch(tb, model, row, epoch + 1)
             save(epoch + 1, metrics)
+            if args.stop_after and epoch + 1 >= args.stop_after and epoch + 1 < args.epochs:
+                epochs_bar.close()
+                say(f"stopped after epoch {epoch + 1} of {args.epochs} as asked: saved {out}; "
+                    f"continue with --resume {out}")
+                tb.close()
+                return {"interrupted": False, "stopped": True, "epoch": epoch + 1, "out": str(out)}
             if dist.broadcast_flag(stop.set):
                 epochs_bar.close()
                 say(f"interrupted after epoch {epoch + 1}: saved {out}; continue with --resume {out}")
