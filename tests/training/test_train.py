@@ -69,30 +69,35 @@ def test_resume_reaches_the_same_weights(reference, tmp_path):
     assert _same_weights(out, ref)
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(reference, tmp_path):
-    """SIGINT in the middle of epoch 2; the saved checkpoint resumes to the uninterrupted weights."""
-    _, ref = reference
-    out = tmp_path / "int.pt"
+SLOWER = ["--limit", "1000", "--batch-size", "8", "--epochs", "3", "--no-tensorboard"]  # 125 batches an epoch
+
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    """SIGINT in the middle of epoch 2: the saved checkpoint (weights, optimiser, schedule, RNG,
+    position in the epoch) resumes to exactly the weights of an uninterrupted run."""
+    ref = tmp_path / "ref.pt"
+    assert main([*TINY, *SLOWER, "--out", str(ref)]) == 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # a slower variant of TINY (more batches per epoch) so the signal lands mid-epoch
-    proc = subprocess.Popen([sys.executable, "-m", "netscope.training.train", *TINY, "--epochs", "3",
-                             "--out", str(out), "--no-tensorboard"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    deadline = time.time() + 120
-    for line in proc.stdout:
-        if line.startswith("epoch 1/3"):
-            proc.send_signal(signal.SIGINT)
+    for delay in (0.3, 0.1, 0.6):
+        out = tmp_path / f"int{delay}.pt"
+        proc = subprocess.Popen([sys.executable, "-m", "netscope.training.train", *TINY, *SLOWER, "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        for line in proc.stdout:
+            if line.startswith("epoch 1/3"):
+                time.sleep(delay)
+                proc.send_signal(signal.SIGINT)
+                break
+        stdout, stderr = proc.communicate(timeout=120)
+        assert "Traceback" not in stderr
+        assert proc.returncode == 130, stderr
+        assert "--resume" in stdout
+        if "interrupted in epoch 2" in stdout:
             break
-        assert time.time() < deadline
-    stdout, stderr = proc.communicate(timeout=120)
-    assert "Traceback" not in stderr
+    else:
+        pytest.fail("SIGINT never landed inside an epoch")
     ck = load_checkpoint(out)
-    if proc.returncode == 0:  # the run finished before the signal arrived: nothing to resume
-        pytest.skip("training finished before SIGINT landed")
-    assert proc.returncode == 130, stderr
-    assert "--resume" in stdout
-    assert ck["epoch"] in (1, 2)
-    assert main(["--resume", str(out), "--threads", "1", "--no-progress", "--no-tensorboard"]) == 0
+    assert ck["epoch"] == 1 and 0 < ck["extra"]["resume"]["batch"] < 125
+    assert main(["--resume", str(out), "--threads", "1", "--no-progress"]) == 0
     assert _same_weights(out, ref)
 
 
