@@ -185,6 +185,34 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+
+    servers = args.servers or [args.server]
+    results = bench.run(servers, args.model, rpc=args.rpc, method=args.method, batch=args.batch,
+                        concurrency=args.concurrency, duration=args.duration, requests=args.requests,
+                        inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
+                        store=args.store)
+    if args.json:
+        print_json(results)
+        return 0
+    rows = []
+    for r in results:
+        lat = r.latency_ms or {}
+        rows.append([r.target, r.requests, f"{lat.get('p50', 0):.2f}", f"{lat.get('p90', 0):.2f}",
+                     f"{lat.get('p99', 0):.2f}", f"{lat.get('max', 0):.2f}", f"{r.requests_per_s:.1f}",
+                     f"{r.images_per_s:.1f}", ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "-"])
+    print(f"{args.rpc} on {args.model}: batch {args.batch}, {args.concurrency} caller(s)")
+    print_table(rows, ["target", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "img/s", "errors"])
+    for r in results:
+        if r.server_ms:
+            split = ", ".join(f"{k} {v:.2f}" for k, v in r.server_ms.items() if k != "device_batch_size")
+            print(f"server time per request (ms): {split}; mean device batch {r.server_ms['device_batch_size']:.1f}")
+    if len(results) == 2 and results[0].latency_ms and results[1].latency_ms:
+        print(f"service / in-process p50: {results[1].latency_ms['p50'] / results[0].latency_ms['p50']:.3f}x")
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 def client_parser(sub, name: str, help: str, run, **kw) -> argparse.ArgumentParser:
@@ -219,6 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True)
     p.add_argument("-k", type=int, default=0, help="how many classes per image (default 5)")
+    p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench)
+    p.add_argument("--model", required=True)
+    p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
+    p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
+    p.add_argument("--batch", type=int, default=1, help="images per request")
+    p.add_argument("--concurrency", type=int, default=1, help="concurrent callers")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to run (unless --requests)")
+    p.add_argument("--requests", type=int, default=0, help="run exactly this many requests")
+    p.add_argument("--warmup", type=int, default=5, help="requests before measuring")
+    p.add_argument("--input", nargs="*", default=["random"], help="image files, or `random` (default)")
+    p.add_argument("--in-process", action="store_true",
+                   help="also run the same decode + preprocess + forward in this process, and print the ratio")
+    p.add_argument("--source", default="", help="model source for --in-process (default: the server's)")
+    p.add_argument("--store", default="models", help="model store for --in-process checkpoints")
+    p.add_argument("--target", dest="servers", action="append", metavar="HOST:PORT",
+                   help="a server of a fleet (repeatable; callers rotate over them)")
     return parser
 
 

@@ -133,8 +133,9 @@ class InspectorService(pb_grpc.InspectorServicer):
         clock = Clock()
         x = self.batch(m, request.images)
         clock.lap("preprocess")
-        results = predict.predict(m, x, request.top_k, request.return_probabilities)
+        results, run = predict.predict(m, x, request.top_k, request.return_probabilities)
         clock.lap("compute")
+        clock.timing.queue_ms, clock.timing.compute_ms = run.queue_ms, run.compute_ms
         out = pb.PredictResponse()
         for r in results:
             p = out.predictions.add()
@@ -143,6 +144,6 @@ class InspectorService(pb_grpc.InspectorServicer):
             if r.all_probabilities is not None:
                 p.probabilities.CopyFrom(convert.tensor_to_proto(r.all_probabilities))
         clock.lap("postprocess")
-        clock.timing.device_batch_size = len(results)
+        clock.timing.device_batch_size = run.device_batch_size
         out.timing.CopyFrom(clock.timing)
         return out
