@@ -57,6 +57,7 @@ def add_serve(sub) -> None:
     p.add_argument("--max-batch", type=int, help="most images in one request (default 256)")
     p.add_argument("--allow-download", action="store_true", default=None,
                    help="let LoadModel download pretrained weights that are not in the local torch cache")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this HTTP port")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(run=cmd_serve)
 

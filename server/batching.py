@@ -70,6 +70,9 @@ class Batcher:
             ) from None
         return item.future
 
+    def depth(self) -> int:
+        return self._queue.qsize()
+
     def close(self) -> None:
         self._closed = True
         self._queue.put(None)

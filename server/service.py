@@ -14,6 +14,7 @@ from netscope.v1 import inspector_pb2_grpc as pb_grpc
 from . import convert, predict
 from .errors import status_of
 from .imaging import DEFAULT_MAX_PIXELS
+from .metrics import Metrics
 from .registry import Batching, LoadedModel, Registry, our_architectures, torchvision_architectures
 from .summary import Summary
 
@@ -28,17 +29,25 @@ class Limits:
 
 
 def rpc(method):
-    """Turn any exception into a status a client can act on; never UNKNOWN."""
+    """Turn any exception into a status a client can act on (never UNKNOWN),
+    and count the call in the metrics."""
 
     @functools.wraps(method)
     def wrapper(self, request, context):
+        start = time.perf_counter()
+        model = getattr(request, "model", "")
         try:
-            return method(self, request, context)
+            response = method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.__name__)
+            self.metrics.observe(method.__name__, model, code.name, time.perf_counter() - start)
             context.abort(code, message)
+        timing = response.timing if hasattr(response, "timing") else None
+        images = len(getattr(request, "images", ()))
+        self.metrics.observe(method.__name__, model, "OK", time.perf_counter() - start, timing, images)
+        return response
 
     return wrapper
 
@@ -88,9 +97,10 @@ def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
 
 
 class InspectorService(pb_grpc.InspectorServicer):
-    def __init__(self, registry: Registry, limits: Limits | None = None):
+    def __init__(self, registry: Registry, limits: Limits | None = None, metrics: Metrics | None = None):
         self.registry = registry
         self.limits = limits or Limits()
+        self.metrics = metrics or Metrics(registry.list)
 
     def batch(self, m: LoadedModel, images):
         return convert.images_to_batch(images, m.recipe, max_pixels=self.limits.max_pixels, max_batch=self.limits.max_batch)
