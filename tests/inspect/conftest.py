@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from inspect_helpers import WithAux, photos_batch, seeded_resnet18
+from .inspect_helpers import WithAux, photos_batch, seeded_resnet18
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +14,7 @@ def resnet() -> nn.Module:
 
 
 @pytest.fixture(scope="session")
-def photos() -> torch.Tensor:
+def batch() -> torch.Tensor:
     return photos_batch()
 
 

@@ -1,4 +1,4 @@
-"""Helpers for the inspection tests: small models, photos, hand-written references (CPU, no network)."""
+"""Helpers for the inspection tests: small models, batch, hand-written references (CPU, no network)."""
 from __future__ import annotations
 
 import copy
@@ -15,7 +15,7 @@ SIZE = 64
 
 
 def photos_batch(size: int = SIZE) -> torch.Tensor:
-    """Two skimage photos, preprocessed like ImageNet inputs at size x size."""
+    """Two skimage batch, preprocessed like ImageNet inputs at size x size."""
     recipe = Preprocessing(resize=size, crop=(size, size))
     return torch.stack([preprocess(data.astronaut(), recipe), preprocess(data.coffee(), recipe)])
 

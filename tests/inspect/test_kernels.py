@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from inspect_helpers import decode_png, hand_uint8
+from .inspect_helpers import decode_png, hand_uint8
 from netscope.server import imaging
 from netscope.server.errors import InvalidArgument, NotFound, ResourceExhausted
 from netscope.server.hooks import hook_count

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inspect_helpers import WithAux, assert_unchanged, model_state, seeded_resnet18
+from .inspect_helpers import WithAux, assert_unchanged, model_state, seeded_resnet18
 from netscope.server.errors import InvalidArgument, NotFound, ResourceExhausted
 from netscope.server.hooks import hook_count
 from netscope.server.inspect import feature_maps, layer_stats, parameter_layers, tensor_stats
@@ -87,14 +87,14 @@ SOME = ["conv1", "layer2.0.bn1", "layer3.1.conv2", "fc"]
 
 
 @pytest.mark.parametrize("how", [{}, {"target": 3, "layers": SOME}, {"labels": [2, 7], "layers": SOME}])
-def test_gradient_statistics_equal_a_plain_backward_pass(resnet, photos, how):
+def test_gradient_statistics_equal_a_plain_backward_pass(resnet, batch, how):
     before = model_state(resnet)
     hooks = hook_count(resnet)
-    got = layer_stats(resnet, x=photos, bins=11, **how)
+    got = layer_stats(resnet, x=batch, bins=11, **how)
     layers = [ls.layer for ls in got.layers]
     assert layers == how.get("layers", parameter_layers(resnet))
     how.pop("layers", None)
-    loss, ref = reference_grads(resnet, photos, layers, **how)
+    loss, ref = reference_grads(resnet, batch, layers, **how)
     assert got.loss == pytest.approx(loss, rel=1e-6)
     assert got.grad_parameters == sum(len(ref[n]) for n in layers)
     norms = {}
@@ -119,11 +119,11 @@ def test_gradient_statistics_equal_a_plain_backward_pass(resnet, photos, how):
     assert hook_count(resnet) == hooks
 
 
-def test_chosen_layers_frozen_parameters_and_unused_heads(photos):
+def test_chosen_layers_frozen_parameters_and_unused_heads(batch):
     model = WithAux().eval()
     model.stem[0].weight.requires_grad_(False)
     before = model_state(model)
-    got = layer_stats(model, ["head", "aux", "stem.0", "body"], x=photos)
+    got = layer_stats(model, ["head", "aux", "stem.0", "body"], x=batch)
     by = {ls.layer: ls for ls in got.layers}
     assert [ls.layer for ls in got.layers] == ["head", "aux", "stem.0", "body"]  # request order
     # A container: all its parameters, named relative to it.
@@ -136,7 +136,7 @@ def test_chosen_layers_frozen_parameters_and_unused_heads(photos):
     assert by["aux"].grad_norm_ratio == 0.0
     # Plain backward on a copy frozen the same way.
     m = copy.deepcopy(model)
-    logits = m(photos)
+    logits = m(batch)
     logits[torch.arange(2), logits.argmax(1)].mean().backward()
     assert m.stem[0].weight.grad is None and m.aux.weight.grad is None
     assert b.grad.l2_norm == pytest.approx(m.stem[0].bias.grad.double().norm().item(), rel=1e-5)
@@ -150,18 +150,18 @@ def test_chosen_layers_frozen_parameters_and_unused_heads(photos):
     assert_unchanged(model, before)
 
 
-def test_the_model_is_untouched_after_failures_half_way(photos, monkeypatch):
+def test_the_model_is_untouched_after_failures_half_way(batch, monkeypatch):
     model = WithAux().eval()
     before = model_state(model)
     with pytest.raises(InvalidArgument, match="label 9 is out of range 0..4"):
-        layer_stats(model, x=photos, labels=[1, 9])  # fails after the forward pass
+        layer_stats(model, x=batch, labels=[1, 9])  # fails after the forward pass
     with pytest.raises(InvalidArgument, match="2 labels for 1 images"):
-        layer_stats(model, x=photos[:1], labels=[1, 2])
+        layer_stats(model, x=batch[:1], labels=[1, 2])
     with pytest.raises(InvalidArgument, match="target class 5"):
-        layer_stats(model, x=photos, target=5)
+        layer_stats(model, x=batch, target=5)
     model.fail = True
     with pytest.raises(RuntimeError, match="boom"):
-        layer_stats(model, x=photos)
+        layer_stats(model, x=batch)
     model.fail = False
 
     def broken_grad(*args, **kwargs):
@@ -169,13 +169,13 @@ def test_the_model_is_untouched_after_failures_half_way(photos, monkeypatch):
 
     monkeypatch.setattr(torch.autograd, "grad", broken_grad)
     with pytest.raises(RuntimeError, match="backward failed"):
-        layer_stats(model, x=photos)
+        layer_stats(model, x=batch)
     monkeypatch.undo()
     assert_unchanged(model, before)
     assert hook_count(model) == 0
 
 
-def test_bad_requests(resnet, photos):
+def test_bad_requests(resnet, batch):
     with pytest.raises(NotFound, match="closest: layer1.0.bn2, layer1.0.bn1"):
         layer_stats(resnet, ["layer1.0.bn"])
     with pytest.raises(InvalidArgument, match="has no parameters"):
@@ -187,27 +187,27 @@ def test_bad_requests(resnet, photos):
     with pytest.raises(InvalidArgument, match="need images"):
         layer_stats(resnet, labels=[1, 2])
     with pytest.raises(InvalidArgument, match="not both"):
-        layer_stats(resnet, x=photos, labels=[1, 2], target=1)
+        layer_stats(resnet, x=batch, labels=[1, 2], target=1)
     with pytest.raises(ResourceExhausted, match="62 parameter tensors"):
         layer_stats(resnet, bins=10_000, max_bytes=1_000_000)
     assert len(layer_stats(resnet, ["fc"], bins=10_000, max_bytes=1_000_000).layers) == 1
 
 
-def test_statistics_beside_concurrent_feature_maps(resnet, photos):
+def test_statistics_beside_concurrent_feature_maps(resnet, batch):
     """A gradient request and forward-only captures share one model at once."""
     model = seeded_resnet18()
-    alone_stats = layer_stats(model, ["layer3.0.conv1", "fc"], x=photos)
-    alone_maps = feature_maps(model, photos, ["layer3.0.conv1"])
+    alone_stats = layer_stats(model, ["layer3.0.conv1", "fc"], x=batch)
+    alone_maps = feature_maps(model, batch, ["layer3.0.conv1"])
     out, errors = {}, []
     barrier = threading.Barrier(3)
 
     def stats():
         barrier.wait()
-        out["stats"] = [layer_stats(model, ["layer3.0.conv1", "fc"], x=photos) for _ in range(2)]
+        out["stats"] = [layer_stats(model, ["layer3.0.conv1", "fc"], x=batch) for _ in range(2)]
 
     def maps(key):
         barrier.wait()
-        out[key] = [feature_maps(model, photos, ["layer3.0.conv1"]) for _ in range(3)]
+        out[key] = [feature_maps(model, batch, ["layer3.0.conv1"]) for _ in range(3)]
 
     threads = [threading.Thread(target=stats), threading.Thread(target=maps, args=("a",)), threading.Thread(target=maps, args=("b",))]
     for t in threads:
