@@ -186,6 +186,95 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
     )
 
 
+@dataclass
+class FeatureMap:
+    """One layer's output for one image."""
+
+    layer: str
+    shape: list[int]             # the layer's per-image output shape (no batch dimension)
+    channel_axis: int            # the axis of `shape` that `channels` index
+    channels: list[int]          # channel indices returned, in order
+    activation: np.ndarray | None  # float32: `shape` with the channel axis indexed by `channels`
+    channel_mean: np.ndarray
+    channel_max: np.ndarray
+    grid_png: bytes = b""
+
+
+@dataclass
+class Kernels:
+    layer: str
+    weight: np.ndarray | None    # (out, in/groups, kh, kw) float32
+    grid_png: bytes
+    mode: str                    # rgb, per_channel or mean_input
+    tiles: int
+    total_tiles: int
+
+
+@dataclass
+class Stats:
+    mean: float
+    std: float
+    min: float
+    max: float
+    l2_norm: float
+    zero_fraction: float
+    hist_edges: np.ndarray
+    hist_counts: np.ndarray
+
+
+@dataclass
+class ParameterStats:
+    name: str
+    shape: list[int]
+    count: int
+    trainable: bool
+    value: Stats
+    grad: Stats | None = None
+
+
+@dataclass
+class LayerStats:
+    layer: str
+    type: str
+    parameters: list[ParameterStats]
+    grad_norm: float
+    grad_norm_ratio: float
+
+
+@dataclass
+class LayerStatsResult:
+    layers: list[LayerStats]
+    loss: float | None           # the differentiated quantity, when images were sent
+    timing: Timing | None = None
+
+    def layer(self, name: str) -> LayerStats:
+        return next(l for l in self.layers if l.layer == name)
+
+
+KERNEL_MODES = {"auto": pb.KERNEL_MODE_AUTO, "rgb": pb.KERNEL_MODE_RGB, "per_channel": pb.KERNEL_MODE_PER_CHANNEL,
+                "mean_input": pb.KERNEL_MODE_MEAN_INPUT}
+_KERNEL_MODE_NAMES = {v: k for k, v in KERNEL_MODES.items()}
+
+
+def _grid(render: bool, colormap: str, upsample: bool, max_tiles: int, nrow: int, padding: int,
+          tile_size: int) -> pb.GridOptions:
+    return pb.GridOptions(render=render, colormap=colormap, upsample_to_input=upsample, max_tiles=max_tiles,
+                          nrow=nrow, padding=padding, tile_size=tile_size)
+
+
+def _stats(s: pb.Stats) -> Stats:
+    return Stats(s.mean, s.std, s.min, s.max, s.l2_norm, s.zero_fraction, np.asarray(s.histogram.edges, np.float64),
+                 np.asarray(s.histogram.counts, np.int64))
+
+
+def _target(target: int | str | None) -> pb.Target | None:
+    if target is None:
+        return None
+    if isinstance(target, str):
+        return pb.Target(label=target)
+    return pb.Target(index=int(target))
+
+
 # ---------------------------------------------------------------- the client
 
 class Client:
@@ -290,6 +379,62 @@ class Client:
         ]
         return preds, Timing.from_proto(resp.timing)
 
+
+    # ------------------------------------------------------------ inspection
+
+    def feature_maps(self, model: str, images, layers: str | Sequence[str], *, channels: Sequence[int] = (),
+                     top_channels: int = 0, tensors: bool = True, grid: bool = False, colormap: str = "",
+                     upsample: bool = False, max_tiles: int = 0, nrow: int = 0, padding: int = 0, tile_size: int = 0,
+                     timeout: float | None = None) -> list[dict[str, FeatureMap]]:
+        """Per image (in the order given), the layers' outputs by layer name (in
+        the order asked). `grid=True` also renders PNG grids of the channels."""
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        req = pb.FeatureMapsRequest(model=model, images=_images(images), layers=layers, channels=list(channels),
+                                    top_channels=top_channels, omit_tensor=not tensors,
+                                    grid=_grid(grid, colormap, upsample, max_tiles, nrow, padding, tile_size))
+        resp = self.call("GetFeatureMaps", req, timeout)
+        return [
+            {a.layer: FeatureMap(a.layer, list(a.shape), a.channel_axis, list(a.channels),
+                                 to_numpy(a.activation) if a.HasField("activation") else None,
+                                 np.asarray(a.channel_mean, np.float32), np.asarray(a.channel_max, np.float32),
+                                 a.grid_png)
+             for a in img.layers}
+            for img in resp.images
+        ]
+
+    def kernels(self, model: str, layer: str, *, mode: str = "auto", tensor: bool = True, colormap: str = "",
+                max_tiles: int = 0, nrow: int = 0, padding: int = 0, tile_size: int = 0,
+                timeout: float | None = None) -> Kernels:
+        """A conv layer's weights and a PNG grid of them. mode: auto, rgb, per_channel or mean_input."""
+        if mode not in KERNEL_MODES:
+            raise ValueError(f"mode must be one of {', '.join(KERNEL_MODES)}; got {mode!r}")
+        req = pb.KernelsRequest(model=model, layer=layer, mode=KERNEL_MODES[mode], omit_tensor=not tensor,
+                                grid=_grid(True, colormap, False, max_tiles, nrow, padding, tile_size))
+        r = self.call("GetKernels", req, timeout)
+        return Kernels(r.layer, to_numpy(r.weight) if r.HasField("weight") else None, r.grid_png,
+                       _KERNEL_MODE_NAMES.get(r.mode, str(r.mode)), r.tiles, r.total_tiles)
+
+    def layer_stats(self, model: str, layers: str | Sequence[str] = (), *, bins: int = 0,
+                    hist_range: tuple[float, float] | None = None, images=None, target: int | str | None = None,
+                    labels: Sequence[int] | None = None, timeout: float | None = None) -> LayerStatsResult:
+        """Weight statistics of each layer's parameters (default: every layer
+        with parameters); with images, gradient statistics of one backward pass
+        of the target class's logit (index or label; default each image's
+        top-1) or of the cross-entropy with true `labels`."""
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        lo, hi = hist_range or (0.0, 0.0)
+        req = pb.LayerStatsRequest(model=model, layers=layers, bins=bins, hist_min=lo, hist_max=hi,
+                                   images=_images(images) if images is not None else [], labels=list(labels or ()))
+        t = _target(target)
+        if t is not None:
+            req.target.CopyFrom(t)
+        r = self.call("GetLayerStats", req, timeout)
+        result = []
+        for ls in r.layers:
+            params = [ParameterStats(p.name, list(p.shape), p.count, p.trainable, _stats(p.value),
+                                     _stats(p.grad) if p.HasField("grad") else None) for p in ls.parameters]
+            result.append(LayerStats(ls.layer, ls.type, params, ls.grad_norm, ls.grad_norm_ratio))
+        return LayerStatsResult(result, r.loss if images is not None else None, Timing.from_proto(r.timing))
 
 def _images(images) -> list[pb.Image]:
     """One image or many; a 4-D array or tensor is a batch."""

@@ -195,9 +195,11 @@ def _tile_hw(hw: tuple[int, int], tile_size: int) -> tuple[int, int]:
 
 
 def _png_estimate(grid_hw: tuple[int, int]) -> int:
-    # A PNG of noisy RGB is about its raw size; smooth maps compress well.
-    # The raw size is the honest upper estimate.
-    return grid_hw[0] * grid_hw[1] * 3 + 1024
+    # Smooth maps compress well, but a PNG of noise is its raw size plus a
+    # filter byte per row and deflate's framing: estimate that worst case.
+    h, w = grid_hw
+    raw = h * (w * 3 + 1)
+    return raw + raw // 100 + 1024
 
 
 def _render(maps: Sequence[np.ndarray], spec: GridSpec, *, upsample_to: tuple[int, int] | None, rgb: bool = False) -> bytes:
@@ -398,6 +400,8 @@ def kernels(
     per_channel. At most `grid.max_tiles` tiles are drawn; the tensor is
     always the whole weight.
     """
+    if not layer:
+        raise InvalidArgument("name a conv layer; " + _conv_list_text(model, ""))
     module = find_layer(model, layer)
     if not is_conv(module):
         raise InvalidArgument(

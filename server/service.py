@@ -11,7 +11,7 @@ import grpc
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from . import convert, predict
+from . import convert, inspect, predict
 from .errors import status_of
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import Metrics
@@ -155,5 +155,55 @@ class InspectorService(pb_grpc.InspectorServicer):
                 p.probabilities.CopyFrom(convert.tensor_to_proto(r.all_probabilities))
         clock.lap("postprocess")
         clock.timing.device_batch_size = run.device_batch_size
+        out.timing.CopyFrom(clock.timing)
+        return out
+
+    # ------------------------------------------------------------ inspection
+
+    @rpc
+    def GetFeatureMaps(self, request, context):
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = m.to_device(self.batch(m, request.images))
+        grid = convert.grid_spec(request.grid) if request.grid.render else None
+        clock.lap("preprocess")
+        images = inspect.feature_maps(m.module, x, list(request.layers), channels=list(request.channels),
+                                      top_channels=request.top_channels, grid=grid,
+                                      with_tensor=not request.omit_tensor,
+                                      max_bytes=self.limits.max_message_bytes)
+        clock.lap("compute")
+        out = pb.FeatureMapsResponse()
+        for layers in images:
+            out.images.add().layers.extend(convert.layer_activation_to_proto(a) for a in layers)
+        clock.lap("postprocess")
+        out.timing.CopyFrom(clock.timing)
+        return out
+
+    @rpc
+    def GetKernels(self, request, context):
+        m = self.registry.get(request.model)
+        k = inspect.kernels(m.module, request.layer, mode=convert.kernel_mode(request.mode),
+                            grid=convert.grid_spec(request.grid), with_tensor=not request.omit_tensor,
+                            max_bytes=self.limits.max_message_bytes)
+        out = pb.KernelsResponse(layer=k.layer, grid_png=k.grid_png, mode=convert.kernel_mode_code(k.mode),
+                                 tiles=k.tiles, total_tiles=k.total_tiles)
+        if k.weight is not None:
+            out.weight.CopyFrom(convert.tensor_to_proto(k.weight))
+        return out
+
+    @rpc
+    def GetLayerStats(self, request, context):
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = m.to_device(self.batch(m, request.images)) if request.images else None
+        target = convert.target_class(request.target, m.class_names) if request.HasField("target") else None
+        clock.lap("preprocess")
+        result = inspect.layer_stats(m.module, list(request.layers), bins=request.bins,
+                                     hist_range=(request.hist_min, request.hist_max), x=x, target=target,
+                                     labels=list(request.labels) or None, max_bytes=self.limits.max_message_bytes)
+        clock.lap("compute")
+        out = pb.LayerStatsResponse(layers=[convert.layer_stats_to_proto(ls) for ls in result.layers],
+                                    loss=result.loss or 0.0)
+        clock.lap("postprocess")
         out.timing.CopyFrom(clock.timing)
         return out
