@@ -39,8 +39,8 @@ Conventions chosen here (and documented on the wire in inspector.proto):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -12,6 +12,8 @@ from torch import nn
 from netscope.server.imaging import Preprocessing, preprocess
 
 SIZE = 64
+CLASSES = [f"class{i}" for i in range(10)]
+RECIPE = Preprocessing(resize=SIZE, crop=(SIZE, SIZE))  # ImageNet mean/std
 
 
 def photos_batch(size: int = SIZE) -> torch.Tensor:
@@ -132,3 +134,10 @@ def hand_uint8(values: np.ndarray) -> np.ndarray:
     if hi - lo < 1e-12:
         return np.zeros(v.shape, np.uint8)
     return np.clip((v - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def save_checkpoint(path, arch, model, class_names, recipe, **arch_kwargs):
+    """A checkpoint in the format DESIGN.md describes (what training/ writes)."""
+    torch.save({"format": "netscope-checkpoint", "format_version": 1, "arch": arch, "num_classes": len(class_names),
+                "class_names": class_names, "preprocessing": recipe.to_dict(), "arch_kwargs": arch_kwargs,
+                "model_state_dict": model.state_dict()}, path)

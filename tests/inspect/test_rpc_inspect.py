@@ -16,48 +16,9 @@ import torchvision
 from netscope.client import NetscopeError
 from netscope.server import inspect
 from netscope.server.hooks import hook_count
-from netscope.server.imaging import Preprocessing
 from netscope.server.inspect import GridSpec
 
-from ..conftest import encode
-from .inspect_helpers import SIZE, photos_batch, seeded_resnet18
-
-CLASSES = [f"class{i}" for i in range(10)]
-RECIPE = Preprocessing(resize=SIZE, crop=(SIZE, SIZE))
-
-
-def save_checkpoint(path, arch, model, class_names, recipe, **arch_kwargs):
-    torch.save({"format": "netscope-checkpoint", "format_version": 1, "arch": arch, "num_classes": len(class_names),
-                "class_names": class_names, "preprocessing": recipe.to_dict(), "arch_kwargs": arch_kwargs,
-                "model_state_dict": model.state_dict()}, path)
-
-
-@pytest.fixture(scope="module")
-def ref():
-    """The same weights the server serves as `insp`, in-process."""
-    return seeded_resnet18()
-
-
-@pytest.fixture(scope="module")
-def insp(client, store, ref):
-    """resnet18, 10 classes, 64x64 preprocessing, from a checkpoint in the store."""
-    save_checkpoint(store / "insp-r18.pt", "resnet18", ref, CLASSES, RECIPE)
-    client.load_model("insp", "insp-r18")
-    yield "insp"
-    client.unload_model("insp")
-
-
-@pytest.fixture(scope="module")
-def served(server, insp):
-    """The server's own module for `insp`, to check nothing was left on it."""
-    return server.registry.get(insp).module
-
-
-@pytest.fixture(scope="module")
-def pngs(batch):
-    from skimage import data
-
-    return [encode(data.astronaut(), ".png"), encode(data.coffee(), ".png")]
+from .inspect_helpers import CLASSES, RECIPE, SIZE, save_checkpoint
 
 
 def expect(code, fn, *words):
