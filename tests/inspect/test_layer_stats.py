@@ -224,3 +224,25 @@ def test_statistics_beside_concurrent_feature_maps(batch):
             for i in range(2):
                 assert torch.equal(got[i][0].activation, alone_maps[i][0].activation)
     assert not any(p.grad is not None for p in model.parameters())
+
+
+def test_a_bfloat16_model(batch):
+    """Reduced-precision models: inputs are cast to the model's dtype, answers
+    come back as float32/float64 numbers computed from the model's own values."""
+    model = WithAux().eval().to(torch.bfloat16)
+    before = model_state(model)
+    got = layer_stats(model, ["stem.0", "head"], x=batch, bins=7)
+    m = copy.deepcopy(model)
+    logits = m(batch.to(torch.bfloat16)).float()
+    loss = logits[torch.arange(2), logits.argmax(1)].mean()
+    loss.backward()
+    assert got.loss == pytest.approx(loss.item(), rel=1e-6)
+    for ls, mod in zip(got.layers, (m.stem[0], m.head)):
+        for ps, (name, p) in zip(ls.parameters, mod.named_parameters()):
+            check_stats(ps.value, p, 7)
+            check_stats(ps.grad, p.grad, 7)
+    maps = feature_maps(model, batch, ["body.2"])
+    ref = m.body(m.stem(batch.to(torch.bfloat16)))
+    assert maps[0][0].activation.dtype == torch.float32
+    assert torch.equal(maps[1][0].activation, ref[1].detach().float())
+    assert_unchanged(model, before)
