@@ -212,7 +212,8 @@ def _render(maps: Sequence[np.ndarray], spec: GridSpec, *, upsample_to: tuple[in
         tile = u8 if rgb else imaging.colorize(u8, spec.colormap or "gray")
         tile = imaging.scale_tile(tile, _tile_hw(tile.shape[:2], spec.tile_size))
         tiles.append(tile)
-    return imaging.encode_png(imaging.make_grid(tiles, nrow=spec.nrow, padding=spec.padding))
+    nrow = min(spec.nrow, len(tiles)) if spec.nrow > 0 else 0  # no empty columns
+    return imaging.encode_png(imaging.make_grid(tiles, nrow=nrow, padding=spec.padding))
 
 
 def _first_tensor(out) -> torch.Tensor:
@@ -273,7 +274,7 @@ def feature_maps(
     if channels and top_channels:
         raise InvalidArgument("ask for either channels or top_channels, not both")
     if top_channels < 0:
-        raise InvalidArgument(f"top_channels must be positive; got {top_channels}")
+        raise InvalidArgument(f"top_channels must not be negative; got {top_channels}")
     wanted = list(dict.fromkeys(int(c) for c in channels))
     if any(c < 0 for c in wanted):
         raise InvalidArgument(f"channel indices must not be negative; got {sorted(c for c in wanted if c < 0)}")
