@@ -155,7 +155,9 @@ def cmd_info(args) -> int:
 def cmd_load(args) -> int:
     with Client(args.server, timeout=args.timeout) as c:
         info = c.load_model(args.model, args.source, weights=args.weights, device=args.device, dtype=args.dtype,
-                            arch=args.arch, num_classes=args.num_classes)
+                            arch=args.arch, num_classes=args.num_classes, max_batch_size=args.max_batch_size,
+                            max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                            channels_last=args.channels_last)
     if args.json:
         print_json(info)
     else:
@@ -429,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="")
     p.add_argument("--arch", default="", help="architecture of a plain state_dict checkpoint")
     p.add_argument("--num-classes", type=int, default=0)
+    p.add_argument("--max-batch-size", type=int, default=0, help="batch concurrent requests up to this many images")
+    p.add_argument("--max-delay-ms", type=float, default=0.0, help="how long a batch may wait to fill")
+    p.add_argument("--max-queue", type=int, default=0, help="queued requests before RESOURCE_EXHAUSTED")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p = client_parser(sub, "unload", "unload a model", cmd_unload)
     p.add_argument("model")
     p = client_parser(sub, "predict", "top-k classes of images", cmd_predict)

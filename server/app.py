@@ -16,7 +16,7 @@ from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
 from .errors import NetscopeError
 from .imaging import DEFAULT_MAX_PIXELS
-from .registry import Registry
+from .registry import Batching, Registry
 from .service import InspectorService, Limits
 
 log = logging.getLogger("netscope.server")
@@ -33,6 +33,10 @@ class ModelSpec:
     weights: str = ""
     device: str = ""
     dtype: str = ""
+    max_batch_size: int = 1  # dynamic batching of concurrent requests (1: off)
+    max_delay_ms: float = 0.0
+    max_queue: int = 0
+    channels_last: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
@@ -105,7 +109,9 @@ class Server:
             self._metrics_http, _ = self.service.metrics.serve_http(self.config.metrics_port, host)
             log.info("metrics on http://%s:%d/metrics", host, self.config.metrics_port)
         for spec in self.config.models:
-            self.registry.load(spec.id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype)
+            self.registry.load(spec.id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype,
+                               batching=Batching(spec.max_batch_size, spec.max_delay_ms, spec.max_queue),
+                               channels_last=spec.channels_last)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s", ", ".join(m.id for m in self.registry.list()) or "no models yet")
         return self

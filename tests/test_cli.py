@@ -39,7 +39,7 @@ def test_models_and_info(run_cli):
 
 
 def test_load_and_unload(run_cli):
-    code, out, err = run_cli("load", "tmpsq", "squeezenet1_1")
+    code, out, err = run_cli("load", "tmpsq", "squeezenet1_1", "--max-batch-size", "4", "--max-delay-ms", "2")
     assert code == 0, err
     assert "loaded tmpsq" in out
     code, out, _ = run_cli("unload", "tmpsq")
