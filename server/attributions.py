@@ -16,8 +16,10 @@ to the input, which is safe from any number of threads.
 from __future__ import annotations
 
 import copy
+import warnings
 from contextlib import contextmanager, nullcontext
 
+import numpy as np
 import torch
 from captum.attr import (
     DeepLift,
@@ -37,6 +39,10 @@ from torch import nn
 from .errors import InvalidArgument
 from .hooks import capture, find_layer
 from .maps import Raw, first_tensor
+
+# Captum warns on every call of the hooking methods; here that is by design
+# (the hooks live on a private copy) and would only flood a server's log.
+warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", module=r"captum")
 
 HOOKING_METHODS = ("guided_backprop", "deconvolution", "deeplift", "guided_grad_cam")
 RANDOM_METHODS = ("gradient_shap",)
@@ -157,14 +163,21 @@ def patch_mask(x: torch.Tensor, window: int) -> torch.Tensor:
 
 @contextmanager
 def _seeded(seed: int | None, device: torch.device):
-    """Captum draws its noise from torch's global generator: seed it for the call."""
+    """Captum draws its noise from torch's and numpy's global generators
+    (GradientShap's interpolation points): seed both for the call, then put
+    their states back."""
     if seed is None:
         yield
         return
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        yield
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed))
+            np.random.seed(int(seed) % 2**32)
+            yield
+    finally:
+        np.random.set_state(state)
 
 
 def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick, opts) -> Raw:
@@ -232,7 +245,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
     # Top-k: each image once per target class, all in one call (Captum
     # explains one target per example; this batches them together).
     k = targets.shape[1]
-    xs = x.repeat_interleave(k, dim=0) if k > 1 else x.clone()
+    xs = (x.repeat_interleave(k, dim=0) if k > 1 else x.clone()).requires_grad_(True)
     ts = targets.reshape(-1)
     for key in ("baselines",):
         if isinstance(kwargs.get(key), torch.Tensor) and kwargs[key].shape[0] == n and k > 1:
@@ -241,7 +254,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
     with _seeded(opts.seed if random else None, x.device):
         if per_image_baselines:
             base = baseline_of(opts.baseline, x, opts.seed).repeat_interleave(k, dim=0)
-            attr = torch.cat([algo.attribute(xs[i : i + 1], baselines=base[i : i + 1], target=ts[i : i + 1], **kwargs)
+            attr = torch.cat([algo.attribute(xs[i : i + 1].detach().requires_grad_(True), baselines=base[i : i + 1], target=ts[i : i + 1], **kwargs)
                               for i in range(xs.shape[0])])
         else:
             attr = algo.attribute(xs, target=ts, **kwargs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 
 import pytest
 import torch
@@ -12,7 +11,12 @@ import torchvision
 from torch import nn
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-warnings.filterwarnings("ignore", message=".*Setting (forward, )?backward hooks.*")
+
+
+def pytest_collection_modifyitems(items):
+    # Captum announces its (private-copy) hooks on every call.
+    for item in items:
+        item.add_marker(pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks"))
 
 
 @functools.lru_cache(maxsize=None)
