@@ -17,12 +17,18 @@ models with in-place ops:
 With `grad=True` the first captured layer the forward pass reaches becomes a
 fresh leaf that requires grad: backward then stops there, nothing upstream is
 differentiated, no parameter gets a `.grad`, and frozen models explain too.
+Run that forward under `torch.no_grad()` and nothing upstream of the first
+captured layer even records a graph: the capture switches grad recording on
+at that layer for the rest of the forward pass (the caller's `no_grad` block
+restores the mode on exit). With `from_input=True` nothing is cut: captured
+outputs stay connected to an input that requires grad (FullGrad needs the
+input's gradient and the layers' together).
 """
 from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -30,6 +36,7 @@ from torch import nn
 from .errors import FailedPrecondition, NotFound, closest
 
 _active: contextvars.ContextVar["Capture | None"] = contextvars.ContextVar("netscope_capture", default=None)
+_replacing: contextvars.ContextVar["object | None"] = contextvars.ContextVar("netscope_replace", default=None)
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
@@ -45,9 +52,10 @@ class Capture:
     (part of the autograd graph when grad=True), `activations[name]` the same
     detached."""
 
-    def __init__(self, layers: list[str], grad: bool):
+    def __init__(self, layers: list[str], grad: bool, from_input: bool = False):
         self.layers = layers
         self.grad = grad
+        self.from_input = from_input
         self.outputs: dict[str, torch.Tensor] = {}
 
     @property
@@ -82,8 +90,11 @@ class Capture:
             if tensor is not None and name not in self.outputs:
                 self.outputs[name] = tensor.detach().clone()
             return None
+        if self.grad and not self.outputs and not torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            # The forward runs under no_grad: record the graph from here on only.
+            torch.set_grad_enabled(True)
         if self.grad and torch.is_grad_enabled():
-            if not self.outputs or not output.requires_grad:
+            if not output.requires_grad or (not self.outputs and not self.from_input):
                 # Nothing upstream of the first captured layer needs
                 # differentiating: start the graph here.
                 output = output.detach().requires_grad_(True)
@@ -94,12 +105,12 @@ class Capture:
 
 
 @contextmanager
-def capture(model: nn.Module, layers: Iterable[str], *, grad: bool = False) -> Iterator[Capture]:
+def capture(model: nn.Module, layers: Iterable[str], *, grad: bool = False, from_input: bool = False) -> Iterator[Capture]:
     """Capture the outputs of `layers` (qualified names) during forward passes
     run inside the block, in this context only."""
     names = list(dict.fromkeys(layers))
     modules = [(n, find_layer(model, n)) for n in names]
-    cap = Capture(names, grad)
+    cap = Capture(names, grad, from_input)
 
     def make_hook(name: str):
         def hook(module, inputs, output):
@@ -119,6 +130,28 @@ def capture(model: nn.Module, layers: Iterable[str], *, grad: bool = False) -> I
         for h in handles:
             h.remove()
         _active.reset(token)
+
+
+@contextmanager
+def replace_output(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, and in this context only, `layer`'s output is
+    replaced by `fn(output)` (ablations). Other threads' forward passes see
+    the layer as it is; the hook is removed on exit."""
+    module = find_layer(model, layer)
+    owner = object()
+
+    def hook(mod, inputs, output):
+        if _replacing.get() is not owner:
+            return None
+        return fn(output)
+
+    token = _replacing.set(owner)
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+        _replacing.reset(token)
 
 
 def hook_count(model: nn.Module) -> int:

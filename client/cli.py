@@ -1,0 +1,515 @@
+"""The `netscope` command: run a server, or talk to one."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .client import DEFAULT_SERVER, Client, NetscopeError
+
+
+# ---------------------------------------------------------------- output helpers
+
+def print_table(rows: list[list], header: list[str]) -> None:
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def print_json(obj) -> None:
+    def default(o):
+        if dataclasses.is_dataclass(o):
+            return dataclasses.asdict(o)
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        raise TypeError(type(o).__name__)
+
+    print(json.dumps(obj, default=default, indent=2))
+
+
+def human(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.1f}{unit}" if unit else f"{int(n)}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+# ---------------------------------------------------------------- serve
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="run the gRPC server",
+                       description="Run the netscope server. With no --model, serves the embedded default model.")
+    p.add_argument("--config", type=Path, help="TOML file with any of the options below, and [[models]] tables")
+    p.add_argument("--address", help="host:port to listen on (default 127.0.0.1:50051)")
+    p.add_argument("--model", action="append", default=None, metavar="ID=SOURCE[:WEIGHTS]",
+                   help="preload a model: an architecture (r18=resnet18:DEFAULT) or a checkpoint in the store (demo=demo)")
+    p.add_argument("--store", help="model store directory (default ./models)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--dtype", help="float32, float16 or bfloat16 (default float32)")
+    p.add_argument("--workers", type=int, help="RPC worker threads (default 16)")
+    p.add_argument("--max-message-mb", type=int, help="largest request/response in MiB (default 64)")
+    p.add_argument("--max-pixels", type=int, help="largest decoded image in pixels")
+    p.add_argument("--max-batch", type=int, help="most images in one request (default 256)")
+    p.add_argument("--allow-download", action="store_true", default=None,
+                   help="let LoadModel download pretrained weights that are not in the local torch cache")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this HTTP port")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(run=cmd_serve)
+
+
+def server_config(args):
+    from netscope.server.app import ModelSpec, ServerConfig
+
+    values: dict = {}
+    if args.config:
+        import tomllib
+
+        try:
+            values = tomllib.loads(args.config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SystemExit(f"netscope serve: cannot read {args.config}: {exc}")
+    models = [ModelSpec(**m) for m in values.pop("models", [])]
+    known = {f.name for f in dataclasses.fields(ServerConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise SystemExit(f"netscope serve: unknown option(s) in {args.config}: {', '.join(sorted(unknown))}")
+    for name in known - {"models"}:
+        flag = getattr(args, name, None)
+        if flag is not None:
+            values[name] = flag
+    if args.model:
+        try:
+            models = [ModelSpec.parse(m) for m in args.model]
+        except ValueError as exc:
+            raise SystemExit(f"netscope serve: {exc}")
+    config = ServerConfig(**values)
+    config.models = models or default_models(config)
+    return config
+
+
+def default_models(config) -> list:
+    """The embedded default: resnet18 with ImageNet weights if they are in the
+    local torch cache, else untrained (the server says so in its log and info)."""
+    import torchvision
+
+    from netscope.server.app import ModelSpec
+    from netscope.server.registry import weights_cache_path
+
+    cached = weights_cache_path(torchvision.models.ResNet18_Weights.DEFAULT).exists()
+    return [ModelSpec("resnet18", "resnet18", "DEFAULT" if cached else "none")]
+
+
+def cmd_serve(args) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from netscope.server.app import serve
+
+    return serve(server_config(args))
+
+
+# ---------------------------------------------------------------- models
+
+def cmd_models(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        models = c.list_models()
+        ckpts = c.checkpoints()
+    if args.json:
+        print_json({"models": models, "checkpoints": ckpts})
+        return 0
+    if models:
+        print_table([[m.model, m.arch, m.source, m.device, m.dtype, m.num_classes, "yes" if m.pretrained else "no"]
+                     for m in models], ["model", "arch", "source", "device", "dtype", "classes", "trained"])
+    else:
+        print("no models loaded")
+    if ckpts:
+        print("\ncheckpoints in the store: " + ", ".join(ckpts))
+    return 0
+
+
+def cmd_info(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        info = c.model_info(args.model, args.input_size or ())
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info.model}: {info.arch} from {info.source} ({info.weights}) on {info.device} as {info.dtype}")
+    if info.note:
+        print(f"note: {info.note}")
+    p = info.preprocessing
+    print(f"input {info.input_size}; resize {p['resize']}, crop {p['crop']}, "
+          f"mean {[round(m, 4) for m in p['mean']]}, std {[round(s, 4) for s in p['std']]}")
+    print(f"{len(info.class_names)} classes: {', '.join(info.class_names[:8])}{' ...' if len(info.class_names) > 8 else ''}")
+    print(f"parameters {info.num_parameters:,} ({info.trainable_parameters:,} trainable), "
+          f"{human(info.flops)}FLOPs / {human(info.mult_adds)} mult-adds per image\n")
+    layers = info.layers if args.all else [l for l in info.layers if l.is_leaf or l.depth == 1]
+    print_table([["  " * (l.depth - 1) + l.name, l.type, l.input_shape, l.output_shape, f"{l.num_parameters:,}",
+                  human(l.mult_adds), "cam" if l.cam_target else ""] for l in layers],
+                ["layer", "type", "input", "output", "params", "mult-adds", ""])
+    return 0
+
+
+def cmd_load(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        info = c.load_model(args.model, args.source, weights=args.weights, device=args.device, dtype=args.dtype,
+                            arch=args.arch, num_classes=args.num_classes, max_batch_size=args.max_batch_size,
+                            max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                            channels_last=args.channels_last)
+    if args.json:
+        print_json(info)
+    else:
+        print(f"loaded {info.model}: {info.arch} ({info.weights}) on {info.device} as {info.dtype}"
+              + (f" — {info.note}" if info.note else ""))
+    return 0
+
+
+def cmd_unload(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        c.unload_model(args.model)
+    if not args.json:
+        print(f"unloaded {args.model}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        preds = c.predict(args.model, [Path(p) for p in args.images], k=args.k)
+    if args.json:
+        print_json([{"image": img, "top_k": p.top_k} for img, p in zip(args.images, preds)])
+        return 0
+    rows = []
+    for img, p in zip(args.images, preds):
+        for rank, s in enumerate(p.top_k, 1):
+            rows.append([img if rank == 1 else "", rank, s.index, s.label, f"{s.probability:.4f}", f"{s.logit:.3f}"])
+    print_table(rows, ["image", "rank", "class", "label", "probability", "logit"])
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    servers = args.servers or [args.server]
+    results = bench.run(servers, args.model, rpc=args.rpc, method=args.method, batch=args.batch,
+                        concurrency=args.concurrency, duration=args.duration, requests=args.requests,
+                        inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
+                        store=args.store)
+    if args.json:
+        print_json(results)
+        return 0
+    rows = []
+    for r in results:
+        lat = r.latency_ms or {}
+        rows.append([r.target, r.requests, f"{lat.get('p50', 0):.2f}", f"{lat.get('p90', 0):.2f}",
+                     f"{lat.get('p99', 0):.2f}", f"{lat.get('max', 0):.2f}", f"{r.requests_per_s:.1f}",
+                     f"{r.images_per_s:.1f}", ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "-"])
+    print(f"{args.rpc} on {args.model}: batch {args.batch}, {args.concurrency} caller(s)")
+    print_table(rows, ["target", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "img/s", "errors"])
+    for r in results:
+        if r.server_ms:
+            split = ", ".join(f"{k} {v:.2f}" for k, v in r.server_ms.items() if k != "device_batch_size")
+            print(f"server time per request (ms): {split}; mean device batch {r.server_ms['device_batch_size']:.1f}")
+    if len(results) == 2 and results[0].latency_ms and results[1].latency_ms:
+        print(f"service / in-process p50: {results[1].latency_ms['p50'] / results[0].latency_ms['p50']:.3f}x")
+    return 0
+
+
+# ---------------------------------------------------------------- inspection
+
+def _target_arg(text: str | None):
+    if text is None:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _image_names(paths: list[str]) -> list[str]:
+    """A file-name stem per image, made unique by its position when two collide."""
+    stems = [Path(p).stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{i}-{s}" for i, s in enumerate(stems)]
+
+
+def _top(channels, means, n: int = 5) -> str:
+    best = sorted(zip(channels, means), key=lambda cm: -cm[1])[:n]
+    return ", ".join(f"{c}:{m:.3g}" for c, m in best) + (" ..." if len(channels) > n else "")
+
+
+def cmd_features(args) -> int:
+    out_dir = Path(args.out)
+    with Client(args.server, timeout=args.timeout) as c:
+        maps = c.feature_maps(args.model, [Path(p) for p in args.images], args.layer, channels=args.channels or (),
+                              top_channels=args.top, tensors=args.npy, grid=not args.no_grid, colormap=args.colormap,
+                              upsample=args.upsample, max_tiles=args.max_tiles, nrow=args.nrow,
+                              tile_size=args.tile_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, rows = [], []
+    for path, name, layers in zip(args.images, _image_names(args.images), maps):
+        entry = {"image": path, "layers": []}
+        for layer, fm in layers.items():
+            png = npy = None
+            if fm.grid_png:
+                png = out_dir / f"{name}.{layer}.png"
+                png.write_bytes(fm.grid_png)
+            if fm.activation is not None:
+                import numpy as np
+
+                npy = out_dir / f"{name}.{layer}.npy"
+                np.save(npy, fm.activation)
+            entry["layers"].append({"layer": layer, "shape": fm.shape, "channel_axis": fm.channel_axis,
+                                    "channels": fm.channels, "channel_mean": fm.channel_mean,
+                                    "channel_max": fm.channel_max, "png": str(png) if png else None,
+                                    "npy": str(npy) if npy else None})
+            rows.append([path if not entry["layers"][1:] else "", layer, tuple(fm.shape), len(fm.channels),
+                         _top(fm.channels, fm.channel_mean), str(png or npy or "")])
+        report.append(entry)
+    if args.json:
+        print_json(report)
+    else:
+        print_table(rows, ["image", "layer", "shape", "channels", "highest mean (channel:mean)", "written"])
+    return 0
+
+
+def cmd_kernels(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        k = c.kernels(args.model, args.layer, mode=args.mode, tensor=args.npy is not None, colormap=args.colormap,
+                      max_tiles=args.max_tiles, nrow=args.nrow, tile_size=args.tile_size)
+    out = Path(args.out or f"{args.model}.{args.layer}.kernels.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(k.grid_png)
+    shape = None
+    if k.weight is not None:
+        import numpy as np
+
+        np.save(args.npy, k.weight)
+        shape = list(k.weight.shape)
+    if args.json:
+        print_json({"layer": k.layer, "mode": k.mode, "tiles": k.tiles, "total_tiles": k.total_tiles,
+                    "weight_shape": shape, "png": str(out), "npy": args.npy})
+    else:
+        print(f"{k.layer}: {k.mode}, {k.tiles} of {k.total_tiles} tiles -> {out}"
+              + (f"; weight {tuple(shape)} -> {args.npy}" if shape else ""))
+    return 0
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def spark(counts) -> str:
+    """A histogram as one line of block characters."""
+    top = max(counts) if len(counts) else 0
+    if not top:
+        return ""
+    return "".join(_BARS[min(8, -(-int(c) * 8 // int(top)))] for c in counts)
+
+
+def cmd_stats(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        result = c.layer_stats(args.model, args.layer or (), bins=args.bins,
+                               hist_range=tuple(args.range) if args.range else None,
+                               images=[Path(p) for p in args.images] if args.images else None,
+                               target=_target_arg(args.target), labels=args.labels)
+    if args.json:
+        print_json({"layers": result.layers, "loss": result.loss})
+        return 0
+    grads = result.loss is not None
+    header = ["layer", "param", "shape", "mean", "std", "min", "max", "l2", "zeros", "values"]
+    if grads:
+        header += ["grad l2", "grad mean", "grad std", "grads", "layer grad", "ratio"]
+    rows = []
+    for ls in result.layers:
+        for i, p in enumerate(ls.parameters):
+            v = p.value
+            row = [f"{ls.layer} ({ls.type})" if i == 0 else "", p.name + ("" if p.trainable else " (frozen)"),
+                   tuple(p.shape), f"{v.mean:.4g}", f"{v.std:.4g}", f"{v.min:.4g}", f"{v.max:.4g}",
+                   f"{v.l2_norm:.4g}", f"{100 * v.zero_fraction:.1f}%", spark(v.hist_counts)]
+            if grads:
+                g = p.grad
+                row += [f"{g.l2_norm:.4g}", f"{g.mean:.3g}", f"{g.std:.3g}", spark(g.hist_counts)] if g else ["-"] * 4
+                row += [f"{ls.grad_norm:.4g}", f"{ls.grad_norm_ratio:.3g}" if ls.grad_norm_ratio else "-"] if i == 0 else ["", ""]
+            rows.append(row)
+    print_table(rows, header)
+    if grads:
+        print(f"\nloss {result.loss:.6g}; ratio = a layer's gradient norm over the next layer's towards the output "
+              "(far below 1 along the depth: vanishing; far above: exploding)")
+    return 0
+
+
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def summary_report(info, depth: int) -> dict:
+    """torchinfo's numbers from a ModelInfo: per-layer rows (containers with the
+    totals of what they hold) and the totals."""
+    total, trainable = {}, {}
+    for l in info.layers:
+        inside = [m for m in info.layers if m.name == l.name or m.name.startswith(l.name + ".")]
+        total[l.name] = sum(m.num_parameters for m in inside)
+        trainable[l.name] = sum(m.trainable_parameters for m in inside)
+    size = _DTYPE_BYTES.get(info.dtype, 4)
+    leaf_out = sum(_numel(l.output_shape) for l in info.layers if l.is_leaf and l.output_shape)
+    mb = 1e6
+    input_mb = _numel(info.input_size) * 4 / mb
+    pass_mb = 2 * leaf_out * size / mb
+    params_mb = info.parameter_bytes / mb
+    rows = [{"name": l.name, "type": l.type, "depth": l.depth, "input_shape": l.input_shape,
+             "output_shape": l.output_shape, "params": total[l.name], "trainable_params": trainable[l.name],
+             "mult_adds": l.mult_adds} for l in info.layers if l.depth <= depth]
+    return {
+        "model": info.model, "arch": info.arch, "input_size": info.input_size, "layers": rows,
+        "total_params": info.num_parameters, "trainable_params": info.trainable_parameters,
+        "non_trainable_params": info.num_parameters - info.trainable_parameters,
+        "mult_adds": info.mult_adds, "flops": info.flops, "input_mb": input_mb,
+        "forward_backward_pass_mb": pass_mb, "params_mb": params_mb,
+        "estimated_total_mb": input_mb + pass_mb + params_mb,
+    }
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def cmd_summary(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        info = c.model_info(args.model, args.input_size or ())
+    report = summary_report(info, args.depth)
+    if args.json:
+        print_json(report)
+        return 0
+    rows = [[f"{'│ ' * (r['depth'] - 1)}├─{r['name'].rsplit('.', 1)[-1]} ({r['type']}): {r['depth']}", r["input_shape"],
+             r["output_shape"], f"{r['params']:,}" if r["params"] else "--", f"{r['mult_adds']:,}" if r["mult_adds"] else "--",
+             "--" if not r["params"] else ("yes" if r["trainable_params"] == r["params"] else
+                                           "no" if not r["trainable_params"] else "partly")]
+            for r in report["layers"]]
+    header = ["Layer (type): depth", "Input Shape", "Output Shape", "Param #", "Mult-Adds", "Trainable"]
+    print(f"{info.model} ({info.arch}), input {list(info.input_size)}, {info.dtype} on {info.device}")
+    rule = "=" * 100
+    print(rule)
+    print_table(rows, header)
+    print(rule)
+    print(f"Total params: {report['total_params']:,}")
+    print(f"Trainable params: {report['trainable_params']:,}")
+    print(f"Non-trainable params: {report['non_trainable_params']:,}")
+    print(f"Total mult-adds: {report['mult_adds']:,} ({human(report['mult_adds'])})")
+    print(rule)
+    print(f"Input size (MB): {report['input_mb']:.2f}")
+    print(f"Forward/backward pass size (MB): {report['forward_backward_pass_mb']:.2f}")
+    print(f"Params size (MB): {report['params_mb']:.2f}")
+    print(f"Estimated Total Size (MB): {report['estimated_total_mb']:.2f}")
+    print(rule)
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+def client_parser(sub, name: str, help: str, run, **kw) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, **kw)
+    p.add_argument("--server", default=DEFAULT_SERVER, help=f"host:port of the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
+    p.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netscope", description="Look inside torchvision image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_serve(sub)
+    client_parser(sub, "models", "list loaded models and the store's checkpoints", cmd_models)
+    p = client_parser(sub, "info", "a model's details and layer table", cmd_info)
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="shapes for this input size")
+    p.add_argument("--all", action="store_true", help="every module, not only leaves and top-level blocks")
+    p = client_parser(sub, "load", "load a model into the server", cmd_load)
+    p.add_argument("model", help="the id to serve it under")
+    p.add_argument("source", help="an architecture (resnet18) or a checkpoint name in the store")
+    p.add_argument("--weights", default="", help="none, DEFAULT or a weights enum name")
+    p.add_argument("--device", default="")
+    p.add_argument("--dtype", default="")
+    p.add_argument("--arch", default="", help="architecture of a plain state_dict checkpoint")
+    p.add_argument("--num-classes", type=int, default=0)
+    p.add_argument("--max-batch-size", type=int, default=0, help="batch concurrent requests up to this many images")
+    p.add_argument("--max-delay-ms", type=float, default=0.0, help="how long a batch may wait to fill")
+    p.add_argument("--max-queue", type=int, default=0, help="queued requests before RESOURCE_EXHAUSTED")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p = client_parser(sub, "unload", "unload a model", cmd_unload)
+    p.add_argument("model")
+    p = client_parser(sub, "predict", "top-k classes of images", cmd_predict)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", required=True)
+    p.add_argument("-k", type=int, default=0, help="how many classes per image (default 5)")
+    p = client_parser(sub, "features", "feature maps of layers for images: PNG grids and a table", cmd_features)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", required=True)
+    p.add_argument("--layer", action="append", required=True, help="a layer's qualified name (repeatable)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--channels", type=int, nargs="+", help="only these channels")
+    which.add_argument("--top", type=int, default=0, metavar="N", help="the N channels of highest mean activation")
+    p.add_argument("--out", default=".", help="folder for the PNG grids (IMAGE.LAYER.png) and .npy files")
+    p.add_argument("--npy", action="store_true", help="also fetch the activations and save them as .npy")
+    p.add_argument("--no-grid", action="store_true", help="no PNG grids, statistics only")
+    p.add_argument("--colormap", default="", help="gray (default), viridis, jet, inferno, ...")
+    p.add_argument("--upsample", action="store_true", help="scale each map to the input's size")
+    p.add_argument("--max-tiles", type=int, default=0, help="most channels drawn per grid (default 64)")
+    p.add_argument("--nrow", type=int, default=0, help="tiles per row")
+    p.add_argument("--tile-size", type=int, default=0, help="pixels per tile (default: natural size)")
+    p = client_parser(sub, "kernels", "a conv layer's kernels as a PNG grid", cmd_kernels)
+    p.add_argument("--model", required=True)
+    p.add_argument("--layer", required=True, help="a Conv2d layer's qualified name")
+    p.add_argument("--mode", choices=["auto", "rgb", "per_channel", "mean_input"], default="auto")
+    p.add_argument("--out", help="PNG file to write (default MODEL.LAYER.kernels.png)")
+    p.add_argument("--npy", help="also save the weight tensor to this .npy file")
+    p.add_argument("--colormap", default="", help="for grey tiles: gray (default), viridis, jet, ...")
+    p.add_argument("--max-tiles", type=int, default=0, help="most tiles drawn (default 64)")
+    p.add_argument("--nrow", type=int, default=0, help="tiles per row")
+    p.add_argument("--tile-size", type=int, default=32, help="pixels per tile (default 32; 0: one per weight)")
+    p = client_parser(sub, "stats", "weight (and, with images, gradient) statistics per layer", cmd_stats)
+    p.add_argument("images", nargs="*", help="image files: also one backward pass and gradient statistics")
+    p.add_argument("--model", required=True)
+    p.add_argument("--layer", action="append", help="a layer (repeatable; default every layer with parameters)")
+    p.add_argument("--bins", type=int, default=0, help="histogram bins (default 30)")
+    p.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), help="histogram range (default: the data's)")
+    p.add_argument("--target", help="class index or label whose logit is differentiated (default: top-1)")
+    p.add_argument("--labels", type=int, nargs="+", help="true label per image: differentiate the cross-entropy")
+    p = client_parser(sub, "summary", "torchinfo-style summary of a model", cmd_summary)
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="summarise for this input size")
+    p.add_argument("--depth", type=int, default=3, help="deepest nesting level shown (default 3)")
+    p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench)
+    p.add_argument("--model", required=True)
+    p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
+    p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
+    p.add_argument("--batch", type=int, default=1, help="images per request")
+    p.add_argument("--concurrency", type=int, default=1, help="concurrent callers")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to run (unless --requests)")
+    p.add_argument("--requests", type=int, default=0, help="run exactly this many requests")
+    p.add_argument("--warmup", type=int, default=5, help="requests before measuring")
+    p.add_argument("--input", nargs="*", default=["random"], help="image files, or `random` (default)")
+    p.add_argument("--in-process", action="store_true",
+                   help="also run the same decode + preprocess + forward in this process, and print the ratio")
+    p.add_argument("--source", default="", help="model source for --in-process (default: the server's)")
+    p.add_argument("--store", default="models", help="model store for --in-process checkpoints")
+    p.add_argument("--target", dest="servers", action="append", metavar="HOST:PORT",
+                   help="a server of a fleet (repeatable; callers rotate over them)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except NetscopeError as exc:
+        print(f"netscope {args.command}: {exc.code.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"netscope {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Typed Python client: paths, bytes, numpy arrays or PIL images in; dataclasses
+and numpy arrays out, never raw protos."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from netscope.v1 import inspector_pb2 as pb
+from netscope.v1 import inspector_pb2_grpc as pb_grpc
+
+DEFAULT_SERVER = os.environ.get("NETSCOPE_SERVER", "127.0.0.1:50051")
+
+_DTYPES = {
+    pb.FLOAT32: np.dtype("<f4"), pb.FLOAT16: np.dtype("<f2"), pb.FLOAT64: np.dtype("<f8"), pb.UINT8: np.dtype("u1"),
+    pb.INT8: np.dtype("i1"), pb.INT16: np.dtype("<i2"), pb.INT32: np.dtype("<i4"), pb.INT64: np.dtype("<i8"),
+    pb.BOOL: np.dtype("?"),
+}
+_CODES = {d.name: k for k, d in _DTYPES.items()}
+
+# grpc retries UNAVAILABLE itself, with exponential backoff, when told to.
+_RETRY_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "netscope.v1.Inspector"}],
+        "retryPolicy": {
+            "maxAttempts": 5,
+            "initialBackoff": "0.1s",
+            "maxBackoff": "2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }]
+})
+
+
+class NetscopeError(Exception):
+    """A call failed: `code` is the grpc.StatusCode, `message` says why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------- tensors and images
+
+def to_numpy(t: pb.Tensor) -> np.ndarray:
+    shape = tuple(t.shape)
+    if t.dtype == pb.BFLOAT16:  # the upper half of a float32
+        raw = np.frombuffer(t.data, dtype="<u2").astype(np.uint32) << 16
+        return raw.view(np.float32).reshape(shape)
+    return np.frombuffer(t.data, dtype=_DTYPES[t.dtype]).reshape(shape)
+
+
+def to_tensor(a: np.ndarray) -> pb.Tensor:
+    a = np.asarray(a)
+    if a.dtype.name not in _CODES:
+        a = a.astype(np.float32)
+    code = _CODES[a.dtype.name]
+    return pb.Tensor(dtype=code, shape=list(a.shape), data=np.ascontiguousarray(a, dtype=_DTYPES[code]).tobytes())
+
+
+ImageLike = Any  # str | Path | bytes | np.ndarray | PIL.Image.Image | torch.Tensor
+
+
+def to_image(image: ImageLike) -> pb.Image:
+    """A path or encoded bytes travel encoded; arrays travel as tensors:
+    uint8 (H, W[, 3]) pixels, or float (C, H, W) already preprocessed."""
+    if isinstance(image, pb.Image):
+        return image
+    if isinstance(image, (str, Path)):
+        return pb.Image(encoded=Path(image).read_bytes())
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return pb.Image(encoded=bytes(image))
+    if hasattr(image, "detach") and hasattr(image, "numpy"):  # torch.Tensor
+        return pb.Image(tensor=to_tensor(image.detach().cpu().numpy()))
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL.Image
+        return pb.Image(tensor=to_tensor(np.asarray(image.convert("RGB"))))
+    if isinstance(image, np.ndarray):
+        return pb.Image(tensor=to_tensor(image))
+    raise TypeError(f"cannot send {type(image).__name__} as an image; use a path, bytes, numpy array or PIL image")
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class ClassScore:
+    index: int
+    label: str
+    probability: float
+    logit: float
+
+
+@dataclass
+class Prediction:
+    top_k: list[ClassScore]
+    probabilities: np.ndarray | None = None
+
+    @property
+    def top1(self) -> ClassScore:
+        return self.top_k[0]
+
+
+@dataclass
+class Timing:
+    queue_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    compute_ms: float = 0.0
+    postprocess_ms: float = 0.0
+    device_batch_size: int = 0
+
+    @classmethod
+    def from_proto(cls, t: pb.Timing) -> "Timing":
+        return cls(t.queue_ms, t.preprocess_ms, t.compute_ms, t.postprocess_ms, t.device_batch_size)
+
+
+@dataclass
+class ModelBrief:
+    model: str
+    arch: str
+    source: str
+    device: str
+    dtype: str
+    num_classes: int
+    pretrained: bool
+
+
+@dataclass
+class Layer:
+    name: str
+    type: str
+    input_shape: list[int]
+    output_shape: list[int]
+    num_parameters: int
+    trainable_parameters: int
+    mult_adds: int
+    cam_target: bool
+    depth: int
+    is_leaf: bool
+    conv: bool
+
+
+@dataclass
+class ModelInfo:
+    model: str
+    arch: str
+    source: str
+    weights: str
+    device: str
+    dtype: str
+    input_size: list[int]
+    preprocessing: dict
+    class_names: list[str]
+    num_parameters: int
+    trainable_parameters: int
+    flops: int
+    mult_adds: int
+    parameter_bytes: int
+    pretrained: bool
+    note: str
+    layers: list[Layer] = field(default_factory=list)
+
+    def layer(self, name: str) -> Layer:
+        return next(l for l in self.layers if l.name == name)
+
+
+def _model_info(m: pb.ModelInfo) -> ModelInfo:
+    p = m.preprocessing
+    return ModelInfo(
+        model=m.model, arch=m.arch, source=m.source, weights=m.weights, device=m.device, dtype=m.dtype,
+        input_size=list(m.input_size),
+        preprocessing={"resize": p.resize, "crop": list(p.crop_size), "mean": list(p.mean), "std": list(p.std),
+                       "interpolation": p.interpolation, "channels": p.channels},
+        class_names=list(m.class_names), num_parameters=m.num_parameters,
+        trainable_parameters=m.trainable_parameters, flops=m.flops, mult_adds=m.mult_adds,
+        parameter_bytes=m.parameter_bytes, pretrained=m.pretrained, note=m.note,
+        layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
+                      l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
+    )
+
+
+@dataclass
+class FeatureMap:
+    """One layer's output for one image."""
+
+    layer: str
+    shape: list[int]             # the layer's per-image output shape (no batch dimension)
+    channel_axis: int            # the axis of `shape` that `channels` index
+    channels: list[int]          # channel indices returned, in order
+    activation: np.ndarray | None  # float32: `shape` with the channel axis indexed by `channels`
+    channel_mean: np.ndarray
+    channel_max: np.ndarray
+    grid_png: bytes = b""
+
+
+@dataclass
+class Kernels:
+    layer: str
+    weight: np.ndarray | None    # (out, in/groups, kh, kw) float32
+    grid_png: bytes
+    mode: str                    # rgb, per_channel or mean_input
+    tiles: int
+    total_tiles: int
+
+
+@dataclass
+class Stats:
+    mean: float
+    std: float
+    min: float
+    max: float
+    l2_norm: float
+    zero_fraction: float
+    hist_edges: np.ndarray
+    hist_counts: np.ndarray
+
+
+@dataclass
+class ParameterStats:
+    name: str
+    shape: list[int]
+    count: int
+    trainable: bool
+    value: Stats
+    grad: Stats | None = None
+
+
+@dataclass
+class LayerStats:
+    layer: str
+    type: str
+    parameters: list[ParameterStats]
+    grad_norm: float
+    grad_norm_ratio: float
+
+
+@dataclass
+class LayerStatsResult:
+    layers: list[LayerStats]
+    loss: float | None           # the differentiated quantity, when images were sent
+    timing: Timing | None = None
+
+    def layer(self, name: str) -> LayerStats:
+        return next(l for l in self.layers if l.layer == name)
+
+
+KERNEL_MODES = {"auto": pb.KERNEL_MODE_AUTO, "rgb": pb.KERNEL_MODE_RGB, "per_channel": pb.KERNEL_MODE_PER_CHANNEL,
+                "mean_input": pb.KERNEL_MODE_MEAN_INPUT}
+_KERNEL_MODE_NAMES = {v: k for k, v in KERNEL_MODES.items()}
+
+
+def _grid(render: bool, colormap: str, upsample: bool, max_tiles: int, nrow: int, padding: int,
+          tile_size: int) -> pb.GridOptions:
+    return pb.GridOptions(render=render, colormap=colormap, upsample_to_input=upsample, max_tiles=max_tiles,
+                          nrow=nrow, padding=padding, tile_size=tile_size)
+
+
+def _stats(s: pb.Stats) -> Stats:
+    return Stats(s.mean, s.std, s.min, s.max, s.l2_norm, s.zero_fraction, np.asarray(s.histogram.edges, np.float64),
+                 np.asarray(s.histogram.counts, np.int64))
+
+
+def _target(target: int | str | None) -> pb.Target | None:
+    if target is None:
+        return None
+    if isinstance(target, str):
+        return pb.Target(label=target)
+    return pb.Target(index=int(target))
+
+
+# ---------------------------------------------------------------- the client
+
+class Client:
+    """`Client("host:port")`: one channel, typed calls, deadlines, and retries
+    of UNAVAILABLE with backoff. Use as a context manager or call close()."""
+
+    def __init__(self, target: str = DEFAULT_SERVER, *, timeout: float | None = 60.0,
+                 max_message_mb: int = 64, retries: bool = True):
+        limit = max_message_mb * 1024 * 1024
+        options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
+                   ("grpc.enable_retries", 1 if retries else 0)]
+        if retries:
+            options.append(("grpc.service_config", _RETRY_CONFIG))
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(target, options=options)
+        self.stub = pb_grpc.InspectorStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def call(self, method: str, request, timeout: float | None = None):
+        """Invoke an RPC by name, turning grpc errors into NetscopeError."""
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as err:
+            raise NetscopeError(err.code(), err.details() or "") from None
+
+    # ------------------------------------------------------------ health
+
+    def health(self, service: str = "netscope.v1.Inspector") -> str:
+        """SERVING, NOT_SERVING, ... as the server's health service says."""
+        try:
+            resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise NetscopeError(err.code(), err.details() or "") from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the server reports SERVING (models loaded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.health() == "SERVING":
+                    return
+            except NetscopeError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.target} was not SERVING within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    # ------------------------------------------------------------ models
+
+    def list_models(self) -> list[ModelBrief]:
+        resp = self.call("ListModels", pb.ListModelsRequest())
+        return [ModelBrief(m.model, m.arch, m.source, m.device, m.dtype, m.num_classes, m.pretrained) for m in resp.models]
+
+    def checkpoints(self) -> list[str]:
+        return list(self.call("ListModels", pb.ListModelsRequest()).checkpoints)
+
+    def architectures(self) -> list[str]:
+        return list(self.call("ListModels", pb.ListModelsRequest()).architectures)
+
+    def load_model(self, model: str, source: str, *, weights: str = "", device: str = "", dtype: str = "",
+                   arch: str = "", num_classes: int = 0, max_batch_size: int = 0, max_delay_ms: float = 0.0,
+                   max_queue: int = 0, channels_last: bool = False, timeout: float | None = 600.0) -> ModelInfo:
+        req = pb.LoadModelRequest(model=model, source=source, weights=weights, device=device, dtype=dtype, arch=arch,
+                                  num_classes=num_classes, channels_last=channels_last,
+                                  batching=pb.BatchingOptions(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
+                                                              max_queue=max_queue))
+        return _model_info(self.call("LoadModel", req, timeout).info)
+
+    def unload_model(self, model: str) -> None:
+        self.call("UnloadModel", pb.UnloadModelRequest(model=model))
+
+    def model_info(self, model: str, input_size: Sequence[int] = ()) -> ModelInfo:
+        return _model_info(self.call("GetModelInfo", pb.GetModelInfoRequest(model=model, input_size=list(input_size))))
+
+    # ------------------------------------------------------------ inference
+
+    def predict(self, model: str, images: ImageLike | Iterable[ImageLike], *, k: int = 0,
+                probabilities: bool = False, timeout: float | None = None) -> list[Prediction]:
+        """Top-k per image, in the order given. One image or a list."""
+        return self.predict_timed(model, images, k=k, probabilities=probabilities, timeout=timeout)[0]
+
+    def predict_timed(self, model: str, images, *, k: int = 0, probabilities: bool = False,
+                      timeout: float | None = None) -> tuple[list[Prediction], Timing]:
+        """Like predict, with the server's time split."""
+        req = pb.PredictRequest(model=model, images=_images(images), top_k=k, return_probabilities=probabilities)
+        resp = self.call("Predict", req, timeout)
+        preds = [
+            Prediction(top_k=[ClassScore(s.index, s.label, s.probability, s.logit) for s in p.top_k],
+                       probabilities=to_numpy(p.probabilities) if p.HasField("probabilities") else None)
+            for p in resp.predictions
+        ]
+        return preds, Timing.from_proto(resp.timing)
+
+
+    # ------------------------------------------------------------ inspection
+
+    def feature_maps(self, model: str, images, layers: str | Sequence[str], *, channels: Sequence[int] = (),
+                     top_channels: int = 0, tensors: bool = True, grid: bool = False, colormap: str = "",
+                     upsample: bool = False, max_tiles: int = 0, nrow: int = 0, padding: int = 0, tile_size: int = 0,
+                     timeout: float | None = None) -> list[dict[str, FeatureMap]]:
+        """Per image (in the order given), the layers' outputs by layer name (in
+        the order asked). `grid=True` also renders PNG grids of the channels."""
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        req = pb.FeatureMapsRequest(model=model, images=_images(images), layers=layers, channels=list(channels),
+                                    top_channels=top_channels, omit_tensor=not tensors,
+                                    grid=_grid(grid, colormap, upsample, max_tiles, nrow, padding, tile_size))
+        resp = self.call("GetFeatureMaps", req, timeout)
+        return [
+            {a.layer: FeatureMap(a.layer, list(a.shape), a.channel_axis, list(a.channels),
+                                 to_numpy(a.activation) if a.HasField("activation") else None,
+                                 np.asarray(a.channel_mean, np.float32), np.asarray(a.channel_max, np.float32),
+                                 a.grid_png)
+             for a in img.layers}
+            for img in resp.images
+        ]
+
+    def kernels(self, model: str, layer: str, *, mode: str = "auto", tensor: bool = True, colormap: str = "",
+                max_tiles: int = 0, nrow: int = 0, padding: int = 0, tile_size: int = 0,
+                timeout: float | None = None) -> Kernels:
+        """A conv layer's weights and a PNG grid of them. mode: auto, rgb, per_channel or mean_input."""
+        if mode not in KERNEL_MODES:
+            raise ValueError(f"mode must be one of {', '.join(KERNEL_MODES)}; got {mode!r}")
+        req = pb.KernelsRequest(model=model, layer=layer, mode=KERNEL_MODES[mode], omit_tensor=not tensor,
+                                grid=_grid(True, colormap, False, max_tiles, nrow, padding, tile_size))
+        r = self.call("GetKernels", req, timeout)
+        return Kernels(r.layer, to_numpy(r.weight) if r.HasField("weight") else None, r.grid_png,
+                       _KERNEL_MODE_NAMES.get(r.mode, str(r.mode)), r.tiles, r.total_tiles)
+
+    def layer_stats(self, model: str, layers: str | Sequence[str] = (), *, bins: int = 0,
+                    hist_range: tuple[float, float] | None = None, images=None, target: int | str | None = None,
+                    labels: Sequence[int] | None = None, timeout: float | None = None) -> LayerStatsResult:
+        """Weight statistics of each layer's parameters (default: every layer
+        with parameters); with images, gradient statistics of one backward pass
+        of the target class's logit (index or label; default each image's
+        top-1) or of the cross-entropy with true `labels`."""
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        lo, hi = hist_range or (0.0, 0.0)
+        req = pb.LayerStatsRequest(model=model, layers=layers, bins=bins, hist_min=lo, hist_max=hi,
+                                   images=_images(images) if images is not None else [], labels=list(labels or ()))
+        t = _target(target)
+        if t is not None:
+            req.target.CopyFrom(t)
+        r = self.call("GetLayerStats", req, timeout)
+        result = []
+        for ls in r.layers:
+            params = [ParameterStats(p.name, list(p.shape), p.count, p.trainable, _stats(p.value),
+                                     _stats(p.grad) if p.HasField("grad") else None) for p in ls.parameters]
+            result.append(LayerStats(ls.layer, ls.type, params, ls.grad_norm, ls.grad_norm_ratio))
+        return LayerStatsResult(result, r.loss if images is not None else None, Timing.from_proto(r.timing))
+
+def _images(images) -> list[pb.Image]:
+    """One image or many; a 4-D array or tensor is a batch."""
+    if isinstance(images, np.ndarray) or hasattr(images, "detach"):
+        return [to_image(i) for i in images] if images.ndim == 4 else [to_image(images)]
+    if isinstance(images, (str, Path, bytes, bytearray, memoryview, pb.Image)) or hasattr(images, "convert"):
+        return [to_image(images)]
+    return [to_image(i) for i in images]

@@ -1,0 +1,154 @@
+"""Build and run the gRPC server: Inspector + health + reflection, graceful stop."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from netscope.v1 import inspector_pb2 as pb
+from netscope.v1 import inspector_pb2_grpc as pb_grpc
+
+from .errors import NetscopeError
+from .imaging import DEFAULT_MAX_PIXELS
+from .registry import Batching, Registry
+from .service import InspectorService, Limits
+
+log = logging.getLogger("netscope.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inspector"].full_name
+
+
+@dataclass
+class ModelSpec:
+    """A model to load at startup: `id=source[:weights]` on the command line."""
+
+    id: str
+    source: str
+    weights: str = ""
+    device: str = ""
+    dtype: str = ""
+    max_batch_size: int = 1  # dynamic batching of concurrent requests (1: off)
+    max_delay_ms: float = 0.0
+    max_queue: int = 0
+    channels_last: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSpec":
+        if "=" not in text:
+            raise ValueError(f"--model {text!r}: expected id=source[:weights], e.g. r18=resnet18:DEFAULT")
+        model_id, _, rest = text.partition("=")
+        source, _, weights = rest.partition(":")
+        if not model_id or not source:
+            raise ValueError(f"--model {text!r}: expected id=source[:weights]")
+        return cls(model_id.strip(), source.strip(), weights.strip())
+
+
+@dataclass
+class ServerConfig:
+    address: str = "127.0.0.1:50051"
+    models: list[ModelSpec] = field(default_factory=list)
+    store: str = "models"
+    device: str = "auto"
+    dtype: str = "float32"
+    workers: int = 16
+    max_message_mb: int = 64
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_batch: int = 256
+    allow_download: bool = False
+    grace_s: float = 30.0
+    metrics_port: int = 0  # Prometheus /metrics over HTTP; 0: off
+
+
+class Server:
+    """A running netscope server. `stop()` flips health to NOT_SERVING, lets
+    in-flight calls finish (new ones get UNAVAILABLE) and shuts down."""
+
+    def __init__(self, config: ServerConfig, registry: Registry | None = None):
+        self.config = config
+        self.registry = registry or Registry(config.store, allow_download=config.allow_download,
+                                             default_device=config.device, default_dtype=config.dtype)
+        limit = config.max_message_mb * 1024 * 1024
+        self.grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+                     ("grpc.so_reuseport", 0)],
+        )
+        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit))
+        pb_grpc.add_InspectorServicer_to_server(self.service, self.grpc)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
+        self.port = self.grpc.add_insecure_port(config.address)
+        if self.port == 0:
+            raise OSError(f"could not bind {config.address}")
+        self._stopped = threading.Event()
+        self._metrics_http = None
+
+    @property
+    def address(self) -> str:
+        host = self.config.address.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def start(self) -> "Server":
+        """Start answering (health NOT_SERVING), load the configured models, then SERVING."""
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.grpc.start()
+        log.info("listening on %s", self.address)
+        if self.config.metrics_port:
+            host = self.config.address.rsplit(":", 1)[0].strip("[]")
+            self._metrics_http, _ = self.service.metrics.serve_http(self.config.metrics_port, host)
+            log.info("metrics on http://%s:%d/metrics", host, self.config.metrics_port)
+        for spec in self.config.models:
+            self.registry.load(spec.id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype,
+                               batching=Batching(spec.max_batch_size, spec.max_delay_ms, spec.max_queue),
+                               channels_last=spec.channels_last)
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s", ", ".join(m.id for m in self.registry.list()) or "no models yet")
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        log.info("draining in-flight calls (up to %.0f s)", self.config.grace_s if grace is None else grace)
+        self.grpc.stop(self.config.grace_s if grace is None else grace).wait()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        self.grpc.wait_for_termination()
+
+
+def serve(config: ServerConfig) -> int:
+    """Run until SIGTERM/SIGINT, then drain and return 0."""
+    server = Server(config)
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        log.info("received %s", signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.start()
+    except NetscopeError as exc:
+        log.error("could not load a startup model: %s", exc)
+        server.stop(0)
+        return 2
+    while not done.wait(0.5):
+        pass
+    server.stop()
+    return 0

@@ -1,0 +1,405 @@
+"""The CAM family: one activation/gradient capture, many channel weightings.
+
+Every method runs the same forward pass through `hooks.capture` (context-local
+hooks, removed on exit; clone-on-output so in-place ReLUs cannot corrupt what
+was captured). Gradient methods run that forward under `torch.no_grad()` and
+the capture switches grad recording on at the explained layer, so nothing
+upstream records a graph; the gradient comes from one `torch.autograd.grad`
+to the captured activation per target class: no parameter gradients, nothing
+left in `.grad`, frozen models too.
+
+A method is then only how it weighs the activations A (N, C, h, w) given the
+gradients G of the target's logit with respect to A:
+
+    grad_cam              w_c = mean_hw G
+    grad_cam_plus_plus    w_c = sum_hw relu(G) a,  a = G^2 / (2 G^2 + sum_hw(A) G^3)   (a = 0 where G = 0)
+    smooth_grad_cam_pp    the same with G, G^2, G^3 averaged over noisy copies of the input
+    xgrad_cam             w_c = sum_hw G A / sum_hw A
+    hires_cam             element-wise G A
+    grad_cam_elementwise  element-wise relu(G A)
+    layer_cam             element-wise relu(G) A
+    eigen_cam             first principal component of A
+    eigen_grad_cam        first principal component of G A
+    cam                   w_c = the classifier's weight of the target (GAP + Linear heads)
+    score_cam             w = softmax_c(logit of x masked by normalised upsampled A_c)
+    ss_cam                the same, scores averaged over noisy masked inputs
+    is_cam                the same, scores averaged over masks scaled 1/n, 2/n, .. 1
+    ablation_cam          w_c = (y - y with A_c zeroed) / |y|
+
+and the map is relu(sum_c w_c A_c) (or relu of the element-wise sum, or of
+the first principal component with eigen_smooth). full_grad sums the
+normalised |input x input-gradient| and |bias x bias-gradient| of every
+Conv2d/BatchNorm2d.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import InvalidArgument
+from .hooks import capture, find_layer, replace_output
+from .maps import Layout, Raw, first_component, first_tensor, layout_of, normalize, upsample
+
+Pick = Callable[[torch.Tensor], torch.Tensor]
+
+GRADIENT_METHODS = ("grad_cam", "grad_cam_plus_plus", "smooth_grad_cam_plus_plus", "xgrad_cam", "hires_cam",
+                    "grad_cam_elementwise", "layer_cam", "eigen_grad_cam")
+SCORE_METHODS = ("score_cam", "ss_cam", "is_cam")
+DEFAULT_BATCH = 32
+AUGMENTATIONS = [(flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)]
+
+
+def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick: Pick, opts) -> Raw:
+    if method == "full_grad":
+        return _full_grad(model, x, layers, pick)
+    size = x.shape[-2:]
+    if opts.aug_smooth:
+        logits, targets, maps = _augmented(model, x, method, layers, pick, opts)
+    else:
+        logits, targets, maps = _maps(model, x, method, layers, pick, opts)
+    if len(layers) == 1:
+        heat = maps[layers[0]]
+        return Raw(logits, targets, heat, upsample(heat, size))
+    # Several layers (LayerCAM's fusion, or any CAM): each map normalised at
+    # its own resolution, upsampled, then averaged.
+    fused = torch.stack([upsample(normalize(maps[n]), size) for n in layers]).mean(0)
+    return Raw(logits, targets, fused, None)
+
+
+# ---------------------------------------------------------------- the shared pass
+
+
+def _maps(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick: Pick, opts):
+    """(logits, targets, {layer: (N, k, h, w) relu'd maps})."""
+    needs_grad = method in GRADIENT_METHODS
+    modules = {n: find_layer(model, n) for n in layers}
+    with capture(model, layers, grad=needs_grad) as cap:
+        with torch.no_grad():
+            out = first_tensor(model(x))
+    cap.require_all()
+    logits = out.detach()
+    targets = pick(logits)
+    k = targets.shape[1]
+    layouts = {n: layout_of(model, n, modules[n], cap.outputs[n], method) for n in layers}
+    acts = {n: layouts[n].grid(cap.outputs[n].detach()).float() for n in layers}
+    eigen = opts.eigen_smooth
+    maps: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+
+    if method == "smooth_grad_cam_plus_plus":
+        moments = _noisy_gradient_moments(model, x, layers, layouts, targets, opts)
+        for j in range(k):
+            for n in layers:
+                g1, g2, g3 = moments[n][j]
+                w = _plus_plus_weights(acts[n], g1, g2, g3)
+                maps[n].append(_reduce(acts[n], weights=w, eigen=eigen))
+    elif needs_grad:
+        if not out.requires_grad:
+            raise InvalidArgument(f"{method}: the model's output does not depend on {', '.join(layers)}")
+        for j in range(k):
+            score = out.gather(1, targets[:, j : j + 1]).sum()
+            grads = cap.gradients(score, layers, retain_graph=j < k - 1)
+            for n in layers:
+                maps[n].append(_gradient_map(method, acts[n], layouts[n].grid(grads[n]).float(), eigen))
+    elif method == "eigen_cam":
+        for n in layers:
+            m = torch.relu(first_component(acts[n]))
+            maps[n] = [m] * k
+    elif method == "cam":
+        n = layers[0]
+        a, weights = _cam_weights(model, n, acts[n], logits, targets)
+        for j in range(k):
+            maps[n].append(_reduce(a, weights=weights[:, j], eigen=eigen))
+    elif method in SCORE_METHODS:
+        for n in layers:
+            weights = _score_weights(model, x, acts[n], targets, method, opts)
+            for j in range(k):
+                maps[n].append(_reduce(acts[n], weights=weights[:, j], eigen=eigen))
+    elif method == "ablation_cam":
+        for n in layers:
+            weights = _ablation_weights(model, x, n, layouts[n], acts[n], logits, targets, opts)
+            for j in range(k):
+                maps[n].append(_reduce(acts[n], weights=weights[:, j], eigen=eigen))
+    else:  # pragma: no cover - explain() validated the name
+        raise InvalidArgument(f"unknown CAM method {method!r}")
+    return logits, targets, {n: torch.stack(ms, dim=1) for n, ms in maps.items()}
+
+
+def _reduce(a: torch.Tensor, *, weights: torch.Tensor | None = None, elementwise: torch.Tensor | None = None,
+            eigen: bool = False) -> torch.Tensor:
+    """relu of the channel sum (or first principal component) of the weighted activations -> (N, h, w)."""
+    if elementwise is None:
+        if eigen:
+            return torch.relu(first_component(weights[:, :, None, None] * a))
+        return torch.relu(torch.einsum("nc,nchw->nhw", weights, a))
+    if eigen:
+        return torch.relu(first_component(elementwise))
+    return torch.relu(elementwise.sum(1))
+
+
+def _gradient_map(method: str, a: torch.Tensor, g: torch.Tensor, eigen: bool) -> torch.Tensor:
+    if method == "grad_cam":
+        return _reduce(a, weights=g.mean(dim=(2, 3)), eigen=eigen)
+    if method == "grad_cam_plus_plus":
+        g2 = g * g
+        return _reduce(a, weights=_plus_plus_weights(a, g, g2, g2 * g), eigen=eigen)
+    if method == "xgrad_cam":
+        w = (g * a / (a.sum(dim=(2, 3), keepdim=True) + 1e-7)).sum(dim=(2, 3))
+        return _reduce(a, weights=w, eigen=eigen)
+    if method == "hires_cam":
+        return _reduce(a, elementwise=g * a, eigen=eigen)
+    if method == "grad_cam_elementwise":
+        return _reduce(a, elementwise=torch.relu(g * a), eigen=eigen)
+    if method == "layer_cam":
+        return _reduce(a, elementwise=torch.relu(g) * a, eigen=eigen)
+    if method == "eigen_grad_cam":
+        return _reduce(a, elementwise=g * a, eigen=True)
+    raise InvalidArgument(f"unknown gradient CAM {method!r}")  # pragma: no cover
+
+
+def _plus_plus_weights(a, g1, g2, g3) -> torch.Tensor:
+    """Grad-CAM++ channel weights (eq. 19 of Chattopadhay et al.)."""
+    alpha = g2 / (2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g3 + 1e-6)
+    alpha = torch.where(g1 != 0, alpha, torch.zeros_like(alpha))
+    return (torch.relu(g1) * alpha).sum(dim=(2, 3))
+
+
+def _generator(device: torch.device, seed) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    if seed is not None:
+        gen.manual_seed(int(seed))
+    else:
+        gen.seed()
+    return gen
+
+
+def _noisy_gradient_moments(model, x, layers, layouts: dict[str, Layout], targets, opts):
+    """For each layer and target: the mean over noisy inputs of G, G^2, G^3."""
+    samples = opts.get("samples", 4)
+    sigma = opts.get("noise", 0.3)
+    gen = _generator(x.device, opts.seed)
+    k = targets.shape[1]
+    sums: dict[str, list[list[torch.Tensor]]] = {}
+    for _ in range(samples):
+        noisy = x + sigma * torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float32).to(x.dtype)
+        with capture(model, layers, grad=True) as cap:
+            with torch.no_grad():
+                out = first_tensor(model(noisy))
+        cap.require_all()
+        for j in range(k):
+            score = out.gather(1, targets[:, j : j + 1]).sum()
+            grads = cap.gradients(score, layers, retain_graph=j < k - 1)
+            for n in layers:
+                g = layouts[n].grid(grads[n]).float()
+                acc = sums.setdefault(n, [[torch.zeros_like(g) for _ in range(3)] for _ in range(k)])[j]
+                acc[0] += g
+                acc[1] += g * g
+                acc[2] += g * g * g
+    return {n: [[m / samples for m in per_t] for per_t in per_layer] for n, per_layer in sums.items()}
+
+
+# ---------------------------------------------------------------- CAM (GAP + Linear)
+
+
+def classifier_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last = (name, m)
+    return last
+
+
+def _cam_weights(model: nn.Module, layer: str, a: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor):
+    """The classifier's rows for the targets, after checking that the logits
+    really are Linear(global-average-pool(A)) (or of relu(A): DenseNet)."""
+    hint = ("cam needs a model whose explained layer feeds global average pooling and one Linear classifier "
+            "(resnets, densenets, googlenet, inception_v3, mobilenet_v2, efficientnets, regnets, shufflenets, "
+            "mnasnets, swin); use grad_cam, which generalises CAM to any head")
+    head = classifier_head(model)
+    if head is None:
+        raise InvalidArgument(f"{type(model).__name__} has no Linear classifier: {hint}")
+    name, fc = head
+    if a.shape[1] != fc.in_features:
+        raise InvalidArgument(f"layer {layer!r} has {a.shape[1]} channels but the classifier {name!r} takes "
+                              f"{fc.in_features} features: {hint}")
+    weight = fc.weight.detach().float()
+    bias = fc.bias.detach().float() if fc.bias is not None else 0.0
+    logits = logits.float()
+    tol = 1e-3 if logits.dtype == torch.float32 and fc.weight.dtype in (torch.float32, torch.float64) else 3e-2
+    scale = logits.abs().max().clamp_min(1.0)
+    for candidate in (a, torch.relu(a)):
+        pred = candidate.mean(dim=(2, 3)) @ weight.T + bias
+        if ((pred - logits).abs().max() <= tol * scale).item():
+            return candidate, weight[targets]  # (N, k, C)
+    raise InvalidArgument(f"the logits of {type(model).__name__} are not {name!r} applied to the pooled output of "
+                          f"{layer!r}: {hint}")
+
+
+# ---------------------------------------------------------------- Score-CAM family
+
+
+def _score_weights(model, x, a: torch.Tensor, targets: torch.Tensor, method: str, opts) -> torch.Tensor:
+    """(N, k, C) softmax weights from forward passes of masked inputs.
+
+    Each channel's mask is its activation upsampled to the input and min-max
+    normalised. Dead channels (constant activation) all mask the input to 0:
+    one forward per image stands for all of them (no NaN, no wasted work)."""
+    n_img, c, _, _ = a.shape
+    size = x.shape[-2:]
+    bs = opts.get("batch_size", DEFAULT_BATCH)
+    if method == "is_cam":
+        steps = opts.get("steps", 10)
+        variants = [((i + 1) / steps, 0.0) for i in range(steps)]
+    elif method == "ss_cam":
+        sigma = opts.get("noise", 0.3)
+        variants = [(1.0, sigma)] * opts.get("samples", 4)
+    else:
+        variants = [(1.0, 0.0)]
+    gen = _generator(x.device, opts.seed) if any(s > 0 for _, s in variants) else None
+
+    flat = a.flatten(2)
+    alive = (flat.amax(-1) - flat.amin(-1)) > 1e-8  # (N, C)
+    pairs = alive.nonzero().tolist()  # [[image, channel], ...]
+    dead_images = sorted({i for i in range(n_img) if not bool(alive[i].all())})
+    items = [(i, ch) for i, ch in pairs] + [(i, -1) for i in dead_images]
+    work = [(item, v) for item in items for v in range(len(variants))]
+
+    k = targets.shape[1]
+    totals = torch.zeros(len(items), k, device=x.device)
+    item_index = {item: idx for idx, item in enumerate(items)}
+    with torch.no_grad():
+        for start in range(0, len(work), bs):
+            chunk = work[start : start + bs]
+            imgs = torch.tensor([it[0] for it, _ in chunk], device=x.device)
+            chans = torch.tensor([max(it[1], 0) for it, _ in chunk], device=x.device)
+            live = torch.tensor([it[1] >= 0 for it, _ in chunk], device=x.device)
+            masks = normalize(upsample(a[imgs, chans][:, None], size)) * live[:, None, None, None]
+            scale = torch.tensor([variants[v][0] for _, v in chunk], device=x.device)
+            inp = x[imgs].float() * (masks * scale[:, None, None, None])
+            sig = torch.tensor([variants[v][1] for _, v in chunk], device=x.device)
+            if gen is not None:
+                inp = inp + sig[:, None, None, None] * torch.randn(inp.shape, generator=gen, device=x.device)
+            out = first_tensor(model(inp.to(x.dtype))).float()
+            scores = out.gather(1, targets[imgs])  # (b, k)
+            rows = torch.tensor([item_index[it] for it, _ in chunk], device=x.device)
+            totals.index_add_(0, rows, scores)
+    totals /= len(variants)
+
+    per_channel = torch.empty(n_img, c, k, device=x.device)
+    if dead_images:
+        dead_rows = torch.tensor([item_index[(i, -1)] for i in dead_images], device=x.device)
+        per_channel[torch.tensor(dead_images, device=x.device)] = totals[dead_rows][:, None, :]
+    if pairs:
+        idx = torch.tensor(pairs, device=x.device)
+        per_channel[idx[:, 0], idx[:, 1]] = totals[: len(pairs)]
+    return torch.softmax(per_channel, dim=1).transpose(1, 2)  # (N, k, C)
+
+
+# ---------------------------------------------------------------- Ablation-CAM
+
+
+def _ablation_weights(model, x, layer: str, layout: Layout, a: torch.Tensor, logits, targets, opts) -> torch.Tensor:
+    """(N, k, C): relative drop of each target's logit when channel c is zeroed.
+    Channels already all zero are not run (zeroing them changes nothing)."""
+    n_img, c = a.shape[:2]
+    bs = opts.get("batch_size", DEFAULT_BATCH)
+    y = logits.float().gather(1, targets)  # (N, k)
+    k = targets.shape[1]
+    ablated = y[:, None, :].expand(n_img, c, k).clone()
+    pairs = (a.flatten(2).abs().amax(-1) > 0).nonzero()  # (P, 2)
+    current: dict[str, torch.Tensor] = {}
+
+    def zero(output):
+        return layout.zero_channels(output, current["rows"], current["chans"])
+
+    with torch.no_grad(), replace_output(model, layer, zero):
+        for start in range(0, pairs.shape[0], bs):
+            chunk = pairs[start : start + bs]
+            current["rows"] = torch.arange(chunk.shape[0], device=x.device)
+            current["chans"] = chunk[:, 1]
+            out = first_tensor(model(x[chunk[:, 0]])).float()
+            ablated[chunk[:, 0], chunk[:, 1]] = out.gather(1, targets[chunk[:, 0]])
+    weights = (y[:, None, :] - ablated) / y.abs().clamp_min(1e-6)[:, None, :]
+    return weights.transpose(1, 2)
+
+
+# ---------------------------------------------------------------- aug_smooth
+
+
+def _augmented(model, x, method, layers, pick, opts):
+    """Maps averaged over horizontal flips x intensity factors (0.9, 1, 1.1),
+    all in one batch; targets chosen on the unaugmented image."""
+    n = x.shape[0]
+    batch = torch.cat([(x.flip(-1) if flip else x) * factor for flip, factor in AUGMENTATIONS])
+    clean = AUGMENTATIONS.index((False, 1.0))
+
+    def pick_clean(logits: torch.Tensor) -> torch.Tensor:
+        return pick(logits[clean * n : (clean + 1) * n]).repeat(len(AUGMENTATIONS), 1)
+
+    logits, targets, maps = _maps(model, batch, method, layers, pick_clean, opts)
+    out = {}
+    for name, m in maps.items():
+        views = list(m.reshape(len(AUGMENTATIONS), n, *m.shape[1:]).unbind(0))
+        views = [v.flip(-1) if flip else v for v, (flip, _) in zip(views, AUGMENTATIONS)]
+        out[name] = torch.stack(views).mean(0)
+    sl = slice(clean * n, (clean + 1) * n)
+    return logits[sl], targets[sl], out
+
+
+# ---------------------------------------------------------------- FullGrad
+
+
+def bias_layers(model: nn.Module) -> list[str]:
+    """Conv2d layers with a bias, and every BatchNorm2d: FullGrad's bias sources."""
+    return [n for n, m in model.named_modules()
+            if (isinstance(m, nn.Conv2d) and m.bias is not None) or isinstance(m, nn.BatchNorm2d)]
+
+
+def _effective_bias(m: nn.Module) -> torch.Tensor:
+    if isinstance(m, nn.BatchNorm2d):
+        mean = m.running_mean if m.running_mean is not None else torch.zeros(m.num_features, device=m.weight.device)
+        var = m.running_var if m.running_var is not None else torch.ones(m.num_features, device=m.weight.device)
+        weight = m.weight if m.weight is not None else torch.ones_like(mean)
+        bias = m.bias if m.bias is not None else torch.zeros_like(mean)
+        return (bias.float() - mean.float() * weight.float() / torch.sqrt(var.float() + m.eps)).detach()
+    return m.bias.detach().float()
+
+
+def _normalized_sum(t: torch.Tensor) -> torch.Tensor:
+    """|t| min-max normalised over each image's (C, h, w), summed over C -> (N, h, w)."""
+    t = t.abs().flatten(1)
+    t = t - t.min(dim=1, keepdim=True).values
+    t = t / (t.max(dim=1, keepdim=True).values + 1e-6)
+    return t
+
+
+def _full_grad(model, x, layers, pick) -> Raw:
+    if not layers:
+        raise InvalidArgument(f"full_grad needs Conv2d layers with biases or BatchNorm2d layers; {type(model).__name__} has none")
+    modules = dict(model.named_modules())
+    size = x.shape[-2:]
+    xin = x.detach().clone().requires_grad_(True)
+    with capture(model, layers, grad=True, from_input=True) as cap:
+        with torch.enable_grad():
+            out = first_tensor(model(xin))
+    reached = [n for n in layers if n in cap.outputs and cap.outputs[n].dim() == 4]
+    biases = [_effective_bias(modules[n])[None, :, None, None] for n in reached]
+    logits = out.detach()
+    targets = pick(logits)
+    k = targets.shape[1]
+    maps = []
+    for j in range(k):
+        score = out.gather(1, targets[:, j : j + 1]).sum()
+        grads = torch.autograd.grad(score, [xin] + [cap.outputs[n] for n in reached], retain_graph=j < k - 1,
+                                    allow_unused=True)
+        gx = grads[0] if grads[0] is not None else torch.zeros_like(xin)
+        total = _normalized_sum(gx.float() * xin.detach().float()).reshape(x.shape).sum(1)
+        for g, b in zip(grads[1:], biases):
+            if g is None:
+                continue
+            part = _normalized_sum(g.float() * b).reshape(g.shape).sum(1, keepdim=True)
+            total = total + upsample(part, size)[:, 0]
+        maps.append(total)
+    heat = torch.stack(maps, dim=1)
+    return Raw(logits, targets, heat, None, layers=reached)

@@ -1,0 +1,182 @@
+"""Messages <-> tensors and images, in one place.
+
+Tensors travel as {dtype, shape, raw little-endian bytes}. Images arrive
+encoded or as tensors and leave here as one preprocessed float32 CPU batch.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from netscope.v1 import inspector_pb2 as pb
+
+from . import imaging
+from .errors import InvalidArgument, ResourceExhausted, closest
+from .imaging import Preprocessing
+from .inspect import DEFAULT_MAX_TILES, GridSpec
+
+_NUMPY = {
+    pb.FLOAT32: np.dtype("<f4"),
+    pb.FLOAT16: np.dtype("<f2"),
+    pb.FLOAT64: np.dtype("<f8"),
+    pb.UINT8: np.dtype("u1"),
+    pb.INT8: np.dtype("i1"),
+    pb.INT16: np.dtype("<i2"),
+    pb.INT32: np.dtype("<i4"),
+    pb.INT64: np.dtype("<i8"),
+    pb.BOOL: np.dtype("?"),
+}
+_PROTO = {d.name: k for k, d in _NUMPY.items()}
+
+# cv2 releases the GIL: decode a batch's images in parallel.
+_decoder = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="decode")
+
+
+def tensor_to_proto(t) -> pb.Tensor:
+    """A torch tensor or numpy array -> Tensor message (bfloat16 stays bfloat16)."""
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            raw = t.contiguous().view(torch.int16).numpy().astype("<i2").tobytes()
+            return pb.Tensor(dtype=pb.BFLOAT16, shape=list(t.shape), data=raw)
+        t = t.numpy()
+    arr = np.asarray(t)
+    if arr.dtype.name not in _PROTO:
+        arr = arr.astype(np.float32)
+    code = _PROTO[arr.dtype.name]
+    return pb.Tensor(dtype=code, shape=list(arr.shape), data=np.ascontiguousarray(arr, dtype=_NUMPY[code]).tobytes())
+
+
+def proto_to_numpy(msg: pb.Tensor, what: str = "tensor") -> np.ndarray:
+    """Tensor message -> numpy array, checking dtype and byte length against the shape."""
+    shape = tuple(int(s) for s in msg.shape)
+    if any(s < 0 for s in shape):
+        raise InvalidArgument(f"{what}: negative dimension in shape {list(shape)}")
+    if msg.dtype == pb.BFLOAT16:
+        expected = int(np.prod(shape, dtype=np.int64)) * 2
+        _check_length(msg, expected, shape, what)
+        raw = torch.frombuffer(bytearray(msg.data), dtype=torch.int16) if msg.data else torch.empty(0, dtype=torch.int16)
+        return raw.view(torch.bfloat16).float().reshape(shape).numpy()
+    if msg.dtype not in _NUMPY:
+        names = ", ".join(pb.DType.Name(k) for k in [*_NUMPY, pb.BFLOAT16])
+        raise InvalidArgument(f"{what}: unsupported dtype {pb.DType.Name(msg.dtype) if msg.dtype in pb.DType.values() else msg.dtype}; use one of {names}")
+    dt = _NUMPY[msg.dtype]
+    _check_length(msg, int(np.prod(shape, dtype=np.int64)) * dt.itemsize, shape, what)
+    return np.frombuffer(msg.data, dtype=dt).reshape(shape)
+
+
+def _check_length(msg: pb.Tensor, expected: int, shape, what: str) -> None:
+    if len(msg.data) != expected:
+        raise InvalidArgument(
+            f"{what}: {len(msg.data)} bytes of data do not match shape {list(shape)} of {pb.DType.Name(msg.dtype)} ({expected} bytes)"
+        )
+
+
+def _one_image(index: int, image: pb.Image, recipe: Preprocessing, max_pixels: int) -> torch.Tensor:
+    kind = image.WhichOneof("source")
+    if kind == "encoded":
+        return imaging.preprocess(imaging.decode(image.encoded, max_pixels=max_pixels, index=index), recipe)
+    if kind != "tensor":
+        raise InvalidArgument(f"image {index}: neither encoded bytes nor a tensor")
+    arr = proto_to_numpy(image.tensor, f"image {index}")
+    if arr.dtype == np.uint8:
+        rgb = imaging.as_rgb(arr, index)
+        imaging.check_pixels(rgb.shape[0], rgb.shape[1], max_pixels, index)
+        return imaging.preprocess(rgb, recipe)
+    if arr.dtype.kind != "f":
+        raise InvalidArgument(f"image {index}: tensor images are uint8 pixels (H, W, 3) or float (C, H, W); got {arr.dtype}")
+    c, h, w = recipe.input_size
+    if arr.ndim != 3 or arr.shape[0] != c:
+        raise InvalidArgument(f"image {index}: a float tensor must be preprocessed (C, H, W) with C={c}; got shape {list(arr.shape)}")
+    imaging.check_pixels(arr.shape[1], arr.shape[2], max_pixels, index)
+    t = torch.from_numpy(arr.astype(np.float32, copy=True))
+    if not torch.isfinite(t).all():
+        raise InvalidArgument(f"image {index}: tensor holds NaN or infinity")
+    return t
+
+
+def images_to_batch(images: Sequence[pb.Image], recipe: Preprocessing, *, max_pixels: int,
+                    max_batch: int) -> torch.Tensor:
+    """Decode and preprocess a request's images into one (N, C, H, W) float32 CPU batch."""
+    n = len(images)
+    if n == 0:
+        raise InvalidArgument("empty batch: send at least one image")
+    if n > max_batch:
+        raise ResourceExhausted(f"batch of {n} images is over the server's limit of {max_batch} per request; split it")
+    if n == 1:
+        tensors = [_one_image(0, images[0], recipe, max_pixels)]
+    else:
+        tensors = list(_decoder.map(lambda i: _one_image(i, images[i], recipe, max_pixels), range(n)))
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise InvalidArgument(f"images of one request must preprocess to one shape; got {sorted(shapes)}")
+    return torch.stack(tensors)
+
+
+# ---------------------------------------------------------------- inspection
+
+def grid_spec(options: pb.GridOptions) -> GridSpec:
+    """GridOptions -> inspect.GridSpec (zero fields mean the defaults)."""
+    return GridSpec(colormap=options.colormap or "gray", upsample_to_input=options.upsample_to_input,
+                    max_tiles=options.max_tiles or DEFAULT_MAX_TILES, nrow=options.nrow,
+                    padding=options.padding if options.padding else 2, tile_size=options.tile_size)
+
+
+KERNEL_MODES = {pb.KERNEL_MODE_AUTO: "auto", pb.KERNEL_MODE_RGB: "rgb", pb.KERNEL_MODE_PER_CHANNEL: "per_channel",
+                pb.KERNEL_MODE_MEAN_INPUT: "mean_input"}
+_KERNEL_MODE_CODES = {v: k for k, v in KERNEL_MODES.items()}
+
+
+def kernel_mode(code: int) -> str:
+    if code not in KERNEL_MODES:
+        raise InvalidArgument(f"unknown kernel mode {code}; use one of {', '.join(pb.KernelMode.keys())}")
+    return KERNEL_MODES[code]
+
+
+def kernel_mode_code(mode: str) -> int:
+    return _KERNEL_MODE_CODES[mode]
+
+
+def target_class(target: pb.Target, class_names: Sequence[str]) -> int | None:
+    """One class for every image: an index, a label, or None (each image's top-1)."""
+    if target.top_k > 1:
+        raise InvalidArgument(f"target.top_k={target.top_k}: this method takes one class per image (an index, a label, or top-1)")
+    kind = target.WhichOneof("kind")
+    if kind == "index":
+        if not 0 <= target.index < len(class_names):
+            raise InvalidArgument(f"target class {target.index} is out of range 0..{len(class_names) - 1}")
+        return int(target.index)
+    if kind == "label":
+        try:
+            return list(class_names).index(target.label)
+        except ValueError:
+            raise InvalidArgument(f"target label {target.label!r} is not one of the model's classes"
+                                  f"{closest(target.label, class_names)}") from None
+    return None
+
+
+def layer_activation_to_proto(a) -> pb.LayerActivation:
+    msg = pb.LayerActivation(layer=a.layer, shape=list(a.shape), channels=a.channels, channel_axis=max(a.channel_axis, 0),
+                             channel_mean=a.channel_mean.tolist(), channel_max=a.channel_max.tolist(), grid_png=a.grid_png)
+    if a.activation is not None:
+        msg.activation.CopyFrom(tensor_to_proto(a.activation))
+    return msg
+
+
+def stats_to_proto(s) -> pb.Stats:
+    return pb.Stats(mean=s.mean, std=s.std, min=s.min, max=s.max, l2_norm=s.l2_norm, zero_fraction=s.zero_fraction,
+                    histogram=pb.Histogram(edges=s.hist_edges.tolist(), counts=s.hist_counts.tolist()))
+
+
+def layer_stats_to_proto(ls) -> pb.LayerStats:
+    msg = pb.LayerStats(layer=ls.layer, type=ls.type, grad_norm=ls.grad_norm, grad_norm_ratio=ls.grad_norm_ratio)
+    for p in ls.parameters:
+        ps = msg.parameters.add(name=p.name, shape=list(p.shape), count=p.count, trainable=p.trainable)
+        ps.value.CopyFrom(stats_to_proto(p.value))
+        if p.grad is not None:
+            ps.grad.CopyFrom(stats_to_proto(p.grad))
+    return msg

@@ -1,0 +1,209 @@
+"""The Inspector RPCs: proto in, domain call, proto out. No torch logic here."""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from netscope.v1 import inspector_pb2 as pb
+from netscope.v1 import inspector_pb2_grpc as pb_grpc
+
+from . import convert, inspect, predict
+from .errors import status_of
+from .imaging import DEFAULT_MAX_PIXELS
+from .metrics import Metrics
+from .registry import Batching, LoadedModel, Registry, our_architectures, torchvision_architectures
+from .summary import Summary
+
+log = logging.getLogger("netscope.service")
+
+
+@dataclass
+class Limits:
+    max_pixels: int = DEFAULT_MAX_PIXELS   # per decoded image
+    max_batch: int = 256                   # images per request
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+def rpc(method):
+    """Turn any exception into a status a client can act on (never UNKNOWN),
+    and count the call in the metrics."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        start = time.perf_counter()
+        model = getattr(request, "model", "")
+        try:
+            response = method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+            code, message = status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method.__name__)
+            self.metrics.observe(method.__name__, model, code.name, time.perf_counter() - start)
+            context.abort(code, message)
+        timing = response.timing if hasattr(response, "timing") else None
+        images = len(getattr(request, "images", ()))
+        self.metrics.observe(method.__name__, model, "OK", time.perf_counter() - start, timing, images)
+        return response
+
+    return wrapper
+
+
+class Clock:
+    """Splits a request's server time into the Timing phases."""
+
+    def __init__(self):
+        self.timing = pb.Timing()
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        setattr(self.timing, f"{phase}_ms", getattr(self.timing, f"{phase}_ms") + (now - self._last) * 1e3)
+        self._last = now
+
+
+def model_brief(m: LoadedModel) -> pb.ModelBrief:
+    return pb.ModelBrief(model=m.id, arch=m.arch, source=m.source, device=str(m.device), dtype=dtype_name(m),
+                         num_classes=m.num_classes, pretrained=m.pretrained)
+
+
+def dtype_name(m: LoadedModel) -> str:
+    return str(m.dtype).replace("torch.", "")
+
+
+def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
+    r = m.recipe
+    layers = [
+        pb.LayerInfo(name=row.name, type=row.type, input_shape=row.input_shape, output_shape=row.output_shape,
+                     num_parameters=row.num_parameters, trainable_parameters=row.trainable_parameters,
+                     mult_adds=row.mult_adds, cam_target=row.cam_target, depth=row.depth, is_leaf=row.is_leaf,
+                     conv=row.conv)
+        for row in summary.layers
+    ]
+    return pb.ModelInfo(
+        model=m.id, arch=m.arch, source=m.source, weights=m.weights, device=str(m.device), dtype=dtype_name(m),
+        input_size=list(summary.input_size),
+        preprocessing=pb.Preprocessing(resize=r.resize, crop_size=list(r.crop), mean=list(r.mean), std=list(r.std),
+                                       interpolation=r.interpolation, channels=r.channels),
+        class_names=m.class_names, num_parameters=summary.num_parameters,
+        trainable_parameters=summary.trainable_parameters, flops=summary.flops, mult_adds=summary.mult_adds,
+        parameter_bytes=summary.parameter_bytes, layers=layers, pretrained=m.pretrained, note=m.note,
+        batching=pb.BatchingOptions(max_batch_size=m.batching.max_batch_size, max_delay_ms=m.batching.max_delay_ms,
+                                    max_queue=m.batching.max_queue),
+    )
+
+
+class InspectorService(pb_grpc.InspectorServicer):
+    def __init__(self, registry: Registry, limits: Limits | None = None, metrics: Metrics | None = None):
+        self.registry = registry
+        self.limits = limits or Limits()
+        self.metrics = metrics or Metrics(registry.list)
+
+    def batch(self, m: LoadedModel, images):
+        return convert.images_to_batch(images, m.recipe, max_pixels=self.limits.max_pixels, max_batch=self.limits.max_batch)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @rpc
+    def ListModels(self, request, context):
+        return pb.ListModelsResponse(
+            models=[model_brief(m) for m in self.registry.list()],
+            checkpoints=self.registry.checkpoints(),
+            architectures=sorted(set(torchvision_architectures()) | set(our_architectures())),
+        )
+
+    @rpc
+    def LoadModel(self, request, context):
+        b = request.batching
+        m = self.registry.load(
+            request.model, request.source, weights=request.weights, device=request.device, dtype=request.dtype,
+            arch=request.arch, num_classes=request.num_classes, channels_last=request.channels_last,
+            batching=Batching(max(1, b.max_batch_size), b.max_delay_ms, b.max_queue),
+        )
+        return pb.LoadModelResponse(info=model_info(m, m.describe()))
+
+    @rpc
+    def UnloadModel(self, request, context):
+        self.registry.unload(request.model)
+        return pb.UnloadModelResponse()
+
+    @rpc
+    def GetModelInfo(self, request, context):
+        m = self.registry.get(request.model)
+        return model_info(m, m.describe(tuple(request.input_size) or None))
+
+    # ------------------------------------------------------------ inference
+
+    @rpc
+    def Predict(self, request, context):
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = self.batch(m, request.images)
+        clock.lap("preprocess")
+        results, run = predict.predict(m, x, request.top_k, request.return_probabilities)
+        clock.lap("compute")
+        clock.timing.queue_ms, clock.timing.compute_ms = run.queue_ms, run.compute_ms
+        out = pb.PredictResponse()
+        for r in results:
+            p = out.predictions.add()
+            for i, label, prob, logit in zip(r.indices, r.labels, r.probabilities, r.logits):
+                p.top_k.add(index=i, label=label, probability=prob, logit=logit)
+            if r.all_probabilities is not None:
+                p.probabilities.CopyFrom(convert.tensor_to_proto(r.all_probabilities))
+        clock.lap("postprocess")
+        clock.timing.device_batch_size = run.device_batch_size
+        out.timing.CopyFrom(clock.timing)
+        return out
+
+    # ------------------------------------------------------------ inspection
+
+    @rpc
+    def GetFeatureMaps(self, request, context):
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = m.to_device(self.batch(m, request.images))
+        grid = convert.grid_spec(request.grid) if request.grid.render else None
+        clock.lap("preprocess")
+        images = inspect.feature_maps(m.module, x, list(request.layers), channels=list(request.channels),
+                                      top_channels=request.top_channels, grid=grid,
+                                      with_tensor=not request.omit_tensor,
+                                      max_bytes=self.limits.max_message_bytes)
+        clock.lap("compute")
+        out = pb.FeatureMapsResponse()
+        for layers in images:
+            out.images.add().layers.extend(convert.layer_activation_to_proto(a) for a in layers)
+        clock.lap("postprocess")
+        out.timing.CopyFrom(clock.timing)
+        return out
+
+    @rpc
+    def GetKernels(self, request, context):
+        m = self.registry.get(request.model)
+        k = inspect.kernels(m.module, request.layer, mode=convert.kernel_mode(request.mode),
+                            grid=convert.grid_spec(request.grid), with_tensor=not request.omit_tensor,
+                            max_bytes=self.limits.max_message_bytes)
+        out = pb.KernelsResponse(layer=k.layer, grid_png=k.grid_png, mode=convert.kernel_mode_code(k.mode),
+                                 tiles=k.tiles, total_tiles=k.total_tiles)
+        if k.weight is not None:
+            out.weight.CopyFrom(convert.tensor_to_proto(k.weight))
+        return out
+
+    @rpc
+    def GetLayerStats(self, request, context):
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = m.to_device(self.batch(m, request.images)) if request.images else None
+        target = convert.target_class(request.target, m.class_names) if request.HasField("target") else None
+        clock.lap("preprocess")
+        result = inspect.layer_stats(m.module, list(request.layers), bins=request.bins,
+                                     hist_range=(request.hist_min, request.hist_max), x=x, target=target,
+                                     labels=list(request.labels) or None, max_bytes=self.limits.max_message_bytes)
+        clock.lap("compute")
+        out = pb.LayerStatsResponse(layers=[convert.layer_stats_to_proto(ls) for ls in result.layers],
+                                    loss=result.loss or 0.0)
+        clock.lap("postprocess")
+        out.timing.CopyFrom(clock.timing)
+        return out

@@ -1,0 +1,97 @@
+"""A real netscope server on an ephemeral loopback port, shared by the session,
+and the typed client and CLI that talk to it."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from netscope.client import Client
+from netscope.client import cli
+from netscope.server.app import ModelSpec, Server, ServerConfig
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# Small models, untrained with the registry's fixed seed, so a test can build
+# the same weights in-process with registry.build_architecture.
+SESSION_MODELS = [ModelSpec("r18", "resnet18"), ModelSpec("mnv3", "mobilenet_v3_small")]
+MAX_PIXELS = 2_000_000
+
+
+def photo(name: str) -> np.ndarray:
+    """An RGB uint8 photo that ships with scikit-image (astronaut, chelsea, coffee, rocket, ...)."""
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    return img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
+
+
+def encode(rgb: np.ndarray, ext: str = ".jpg") -> bytes:
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="session")
+def server(store):
+    config = ServerConfig(address="127.0.0.1:0", models=SESSION_MODELS, store=str(store), device="cpu",
+                          workers=16, max_pixels=MAX_PIXELS, max_batch=64, grace_s=5)
+    srv = Server(config).start()
+    yield srv
+    srv.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    with Client(server.address, timeout=120) as c:
+        c.wait_ready()
+        yield c
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """Named test photos as RGB arrays."""
+    return {name: photo(name) for name in ("chelsea", "astronaut", "coffee", "rocket")}
+
+
+@pytest.fixture(scope="session")
+def photo_files(tmp_path_factory, photos):
+    """The photos written as JPEG and PNG files."""
+    root = tmp_path_factory.mktemp("photos")
+    paths = {}
+    for i, (name, rgb) in enumerate(photos.items()):
+        ext = ".jpg" if i % 2 == 0 else ".png"
+        path = root / f"{name}{ext}"
+        path.write_bytes(encode(rgb, ext))
+        paths[name] = path
+    return paths
+
+
+@pytest.fixture
+def run_cli(server):
+    """Run the `netscope` command in-process against the session server:
+    returns (exit code, stdout, stderr)."""
+
+    def run(*args: str):
+        out, err = io.StringIO(), io.StringIO()
+        argv = list(args)
+        if argv and argv[0] != "serve":
+            argv[1:1] = ["--server", server.address]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 2
+        return code, out.getvalue(), err.getvalue()
+
+    return run

@@ -1,0 +1,105 @@
+"""Bad input: InvalidArgument (or NotFound for a missing layer) saying what would work."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from netscope.server.errors import InvalidArgument, NotFound
+from netscope.server.explain import Options, Target, default_layer, explain
+
+from .conftest import batch, model, tiny, untouched
+
+LABELS = [f"class{i}" for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def m():
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def x():
+    return batch(2, 32, seed=51)
+
+
+CASES = [
+    # (method, kwargs, error, message fragment)
+    ("grad_cam", dict(layers=["fc"]), InvalidArgument, "needs a layer with a spatial"),
+    ("grad_cam", dict(layers=["pool"]), InvalidArgument, "Try 'features.4'"),
+    ("score_cam", dict(layers=["fc"]), InvalidArgument, "spatial"),
+    ("grad_cam", dict(layers=["featurs"]), NotFound, "closest: features"),
+    ("grad_cam", dict(targets=5), InvalidArgument, "out of range: the model has 5 classes (0..4)"),
+    ("saliency", dict(targets=-1), InvalidArgument, "out of range"),
+    ("grad_cam", dict(targets="dog"), InvalidArgument, "no class labelled 'dog'"),
+    ("grad_cam", dict(targets=Target(label="clas3")), InvalidArgument, "closest: class3"),
+    ("grad_cam", dict(targets=Target(top_k=6)), InvalidArgument, "top_k must be between 1 and 5"),
+    ("grad_cam", dict(targets=[1, 2, 3]), InvalidArgument, "3 targets given for 2 images"),
+    ("grad_cam", dict(targets=Target(index=1, label="class1")), InvalidArgument, "not both"),
+    ("integrated_gradients", dict(options=Options(steps=0)), InvalidArgument, "steps must be >= 1"),
+    ("is_cam", dict(options=Options(steps=-3)), InvalidArgument, "steps must be >= 1"),
+    ("occlusion", dict(options=Options(window=33)), InvalidArgument, "window 33 is larger than the 32x32 input"),
+    ("occlusion", dict(options=Options(stride=0)), InvalidArgument, "stride must be >= 1"),
+    ("score_cam", dict(options=Options(batch_size=0)), InvalidArgument, "batch_size must be >= 1"),
+    ("saliency", dict(options=Options(noise_tunnel="smooth")), InvalidArgument, "smoothgrad, smoothgrad_sq, vargrad"),
+    ("saliency", dict(options=Options(nt_stdev=-1.0)), InvalidArgument, "nt_stdev must be a finite"),
+    ("integrated_gradients", dict(options=Options(baseline="black")), InvalidArgument, "zeros, blur, noise, mean"),
+    ("grad_cam", dict(options=Options(noise_tunnel="smoothgrad")), InvalidArgument, "aug_smooth"),
+    ("saliency", dict(options=Options(aug_smooth=True)), InvalidArgument, "noise_tunnel"),
+    ("saliency", dict(layers=["features"]), InvalidArgument, "takes no layer"),
+    ("full_grad", dict(layers=["features"]), InvalidArgument, "do not name layers"),
+    ("cam", dict(layers=["features.1"]), InvalidArgument, "use grad_cam"),
+    ("cam", dict(layers=["features", "features.4"]), InvalidArgument, "explains one layer"),
+    ("grad_camm", dict(), InvalidArgument, "closest: grad_cam"),
+]
+
+
+@pytest.mark.parametrize("method,kwargs,error,fragment", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_bad_input_says_what_would_work(m, x, method, kwargs, error, fragment):
+    before = untouched(m)
+    with pytest.raises(error) as exc:
+        explain(m, x, method, class_names=LABELS, **kwargs)
+    assert fragment in str(exc.value)
+    assert untouched(m) == before
+
+
+def test_cam_on_a_model_without_gap_linear_head():
+    with pytest.raises(InvalidArgument, match="global average pooling and one Linear"):
+        explain(model("vgg11"), batch(1, 32), "cam")
+
+
+def test_labels_resolve_and_bad_tensors_are_refused(m, x):
+    r = explain(m, x, "grad_cam", targets="class3", class_names=LABELS)
+    assert [img[0].target for img in r] == [3, 3] and r[0][0].label == "class3"
+    with pytest.raises(InvalidArgument, match=r"\(N, C, H, W\)"):
+        explain(m, x[0], "grad_cam")
+    with pytest.raises(InvalidArgument, match="empty batch"):
+        explain(m, x[:0], "grad_cam")
+
+
+def test_a_layer_the_forward_never_reaches():
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny()
+            self.unused = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.net(x)
+
+    from netscope.server.errors import FailedPrecondition
+
+    with pytest.raises(FailedPrecondition, match="not reached"):
+        explain(Branchy().eval(), batch(1, 32), "grad_cam", layers=["unused"])
+
+
+@pytest.mark.parametrize("arch,layer", [
+    ("resnet18", "layer4"), ("vgg11", "features.19"), ("alexnet", "features.11"), ("densenet121", "features"),
+    ("mobilenet_v2", "features"), ("mobilenet_v3_small", "features"), ("efficientnet_b0", "features"),
+    ("convnext_tiny", "features"), ("regnet_y_400mf", "trunk_output"), ("squeezenet1_1", "features"),
+    ("mnasnet0_5", "layers"), ("shufflenet_v2_x0_5", "conv5"), ("resnext50_32x4d", "layer4"),
+])
+def test_default_layers_per_family(arch, layer):
+    import torchvision
+
+    m = torchvision.models.get_model(arch, weights=None)
+    assert default_layer(m, arch) == layer

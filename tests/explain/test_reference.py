@@ -1,0 +1,157 @@
+"""Our CAMs agree with pytorch-grad-cam and Captum's LayerGradCam, number for
+number, on fixed random weights at batch 1 and batch 8.
+
+pytorch-grad-cam min-max normalises each map at the layer's resolution,
+resizes it with cv2 (bilinear, half-pixel centres) and normalises again; we
+return raw maps, so the comparison normalises ours the same way. Tolerance:
+1e-4 relative to the map's maximum.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from netscope.server.explain import Target, explain, normalize
+from netscope.server.hooks import find_layer
+
+from .conftest import batch, model
+
+# (arch, layer, input size). densenet121 is compared at features.denseblock4:
+# at the default layer ("features", i.e. norm5) the forward pass applies an
+# in-place ReLU to norm5's output, which corrupts pytorch-grad-cam's saved
+# activations on CPU (they alias the tensor); ours are cloned (see
+# test_inplace_relu_does_not_corrupt_densenet below, checked against Captum).
+MODELS = [
+    ("resnet18", "layer4", 128),
+    ("vgg11", "features.19", 64),
+    ("densenet121", "features.denseblock4", 96),
+    ("mobilenet_v3_large", "features", 128),
+]
+REFERENCE = {
+    "grad_cam": GradCAM,
+    "grad_cam_plus_plus": GradCAMPlusPlus,
+    "xgrad_cam": XGradCAM,
+    "hires_cam": HiResCAM,
+    "layer_cam": LayerCAM,
+    "eigen_cam": EigenCAM,
+}
+
+
+def targets_for(n: int):
+    """Top-1 for one image; for a batch, each image's top-1 given explicitly as
+    a per-image list. (Arbitrary classes of a random VGG give maps that are
+    near-total cancellations over 512 channels, where float32 summation order
+    alone moves the normalised map by 1e-4: a test of rounding, not of CAMs.)"""
+    if n == 1:
+        return None
+
+    def top1(m, x):
+        with torch.no_grad():
+            return m(x).argmax(1).tolist()
+
+    return top1
+
+
+def resolve(wanted, m, x):
+    return wanted(m, x) if callable(wanted) else wanted
+
+
+def assert_maps_close(ours: torch.Tensor, ref: torch.Tensor, rel: float = 1e-4):
+    scale = float(ref.abs().max()) or 1.0
+    torch.testing.assert_close(ours, ref, rtol=rel, atol=rel * scale)
+
+
+@pytest.fixture
+def canonical_svd_sign(monkeypatch):
+    """A principal component's sign is arbitrary; we fix it (component sum >= 0,
+    i.e. the projection correlates positively with the channel sum). Give
+    pytorch-grad-cam's numpy SVD the same convention, so the comparison checks
+    everything else: centring, projection, ReLU, normalisation, resizing."""
+    svd = np.linalg.svd
+
+    def canonical(a, *args, **kwargs):
+        u, s, vt = svd(a, *args, **kwargs)
+        if vt[0].sum() < 0:
+            u, vt = u.copy(), vt.copy()
+            u[:, 0] *= -1
+            vt[0] *= -1
+        return u, s, vt
+
+    monkeypatch.setattr(np.linalg, "svd", canonical)
+
+
+@pytest.mark.parametrize("n", [1, 8])
+@pytest.mark.parametrize("arch,layer,size", MODELS)
+def test_cams_agree_with_pytorch_grad_cam(arch, layer, size, n, canonical_svd_sign):
+    m = model(arch)
+    x = batch(n, size)
+    wanted = resolve(targets_for(n), m, x)
+    for method, cls in REFERENCE.items():
+        r = explain(m, x, method, targets=wanted, layers=[layer])
+        ours = normalize(torch.stack([img[0].upsampled for img in r]))
+        assert ours.shape == (n, size, size)
+        chosen = [img[0].target for img in r]
+        if wanted is not None:
+            assert chosen == wanted
+        with cls(model=m, target_layers=[find_layer(m, layer)]) as cam:
+            ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in chosen]))
+        assert float(ref.max()) > 0.5, f"{method}: degenerate reference map"
+        assert_maps_close(ours, ref)
+
+
+@pytest.mark.parametrize("n", [1, 8])
+@pytest.mark.parametrize("arch,layer,size", MODELS)
+def test_grad_cam_agrees_with_captum_layer_grad_cam(arch, layer, size, n):
+    m = model(arch)
+    x = batch(n, size, seed=2)
+    r = explain(m, x, "grad_cam", targets=resolve(targets_for(n), m, x), layers=[layer])
+    chosen = torch.tensor([img[0].target for img in r])
+    raw = LayerGradCam(m, find_layer(m, layer)).attribute(x, target=chosen, relu_attributions=True).detach()
+    up = LayerAttribution.interpolate(raw, (size, size), "bilinear")
+    assert_maps_close(torch.stack([img[0].heatmap for img in r]), raw[:, 0])
+    assert_maps_close(torch.stack([img[0].upsampled for img in r]), up[:, 0])
+
+
+def test_inplace_relu_does_not_corrupt_densenet():
+    """At densenet's default layer (norm5, followed by an in-place ReLU) our
+    Grad-CAM equals Captum's, which clones the layer output as we do."""
+    m = model("densenet121")
+    x = batch(2, 96, seed=3)
+    r = explain(m, x, "grad_cam")
+    assert r.layers == ["features"]
+    chosen = torch.tensor([img[0].target for img in r])
+    raw = LayerGradCam(m, m.features).attribute(x, target=chosen, relu_attributions=True).detach()
+    assert_maps_close(torch.stack([img[0].heatmap for img in r]), raw[:, 0])
+
+
+def test_layer_cam_fuses_several_layers_like_pytorch_grad_cam():
+    m = model("resnet18")
+    x = batch(2, 128, seed=4)
+    layers = ["layer2", "layer3", "layer4"]
+    r = explain(m, x, "layer_cam", layers=layers)
+    assert r.layers == layers
+    chosen = [img[0].target for img in r]
+    ours = normalize(torch.stack([img[0].upsampled for img in r]))
+    with LayerCAM(model=m, target_layers=[find_layer(m, n) for n in layers]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in chosen]))
+    assert_maps_close(ours, ref)
+
+
+def test_top_k_maps_agree_with_pytorch_grad_cam_per_class():
+    """Top-3: one map per class, each equal to pytorch-grad-cam's for that class."""
+    m = model("resnet18")
+    x = batch(2, 128, seed=5)
+    r = explain(m, x, "grad_cam", targets=Target(top_k=3))
+    with torch.no_grad():
+        logits = m(x)
+    assert [[c.target for c in img] for img in r] == logits.topk(3, dim=1).indices.tolist()
+    for rank in range(3):
+        chosen = [img[rank].target for img in r]
+        with GradCAM(model=m, target_layers=[m.layer4]) as cam:
+            ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in chosen]))
+        assert_maps_close(normalize(torch.stack([img[rank].upsampled for img in r])), ref)
+        torch.testing.assert_close(torch.tensor([img[rank].score for img in r]), logits.gather(1, torch.tensor(chosen)[:, None])[:, 0])
