@@ -93,15 +93,26 @@ def server_config(args):
 
 
 def default_models(config) -> list:
-    """The embedded default: resnet18 with ImageNet weights if they are in the
-    local torch cache, else untrained (the server says so in its log and info)."""
+    """The embedded default: `demo`, the digits model of netscope.training, trained
+    into the store first if it is not there yet (about a minute on CPU, with a
+    progress bar); beside it resnet18 with ImageNet weights when they are in the
+    local torch cache. If the demo cannot be trained, resnet18 (untrained when
+    its weights are not cached) so the server still starts, and says why."""
     import torchvision
 
     from netscope.server.app import ModelSpec
     from netscope.server.registry import weights_cache_path
 
     cached = weights_cache_path(torchvision.models.ResNet18_Weights.DEFAULT).exists()
-    return [ModelSpec("resnet18", "resnet18", "DEFAULT" if cached else "none")]
+    resnet = ModelSpec("resnet18", "resnet18", "DEFAULT" if cached else "none")
+    try:
+        from netscope.training.demo import ensure_demo
+
+        demo = ensure_demo(config.store)
+    except Exception as exc:  # the server must come up even if training fails
+        logging.getLogger("netscope").error("could not train the demo model (%s): serving resnet18 instead", exc)
+        return [resnet]
+    return [ModelSpec("demo", demo.stem)] + ([resnet] if cached else [])
 
 
 def cmd_serve(args) -> int:
@@ -109,6 +120,25 @@ def cmd_serve(args) -> int:
     from netscope.server.app import serve
 
     return serve(server_config(args))
+
+
+# ---------------------------------------------------------------- train
+
+def add_train(sub) -> None:
+    from netscope.training.options import add_arguments
+
+    p = sub.add_parser("train", help="train an image classifier into a checkpoint the server serves",
+                       description="Train an image classifier and write a netscope checkpoint, e.g. "
+                                   "netscope train --data shapes --arch simple_cnn --epochs 10 --out models/shapes.pt; "
+                                   "then netscope serve --model shapes=shapes serves it.")
+    add_arguments(p)
+    p.set_defaults(run=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from netscope.training.train import run
+
+    return run(args)
 
 
 # ---------------------------------------------------------------- models
@@ -448,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netscope", description="Look inside torchvision image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve(sub)
+    add_train(sub)
     client_parser(sub, "models", "list loaded models and the store's checkpoints", cmd_models)
     p = client_parser(sub, "info", "a model's details and layer table", cmd_info)
     p.add_argument("model")

@@ -34,7 +34,7 @@ log = logging.getLogger("netscope.training")
 SOURCES = ("imagefolder", "cifar10", "mnist", "fashionmnist", "digits", "shapes")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("auto", "none", "flip", "shift", "crop", "color", "rrc")
+from .options import AUGMENTATIONS  # noqa: E402
 # What "auto" means per source: digits must not be mirrored, photos like crops.
 AUTO_AUGMENT = {
     "shapes": "flip",

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-OUR_ARCHITECTURES: list[str] = ["simple_cnn"]
+from .options import OUR_ARCHITECTURES  # noqa: E402  (list[str]: our own architectures)
 
 # torchvision classifiers whose auxiliary heads are off unless asked for: the
 # trainer and the server want one tensor of logits out of forward().
