@@ -57,6 +57,7 @@ def add_serve(sub) -> None:
     p.add_argument("--max-batch", type=int, help="most images in one request (default 256)")
     p.add_argument("--allow-download", action="store_true", default=None,
                    help="let LoadModel download pretrained weights that are not in the local torch cache")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this HTTP port")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(run=cmd_serve)
 
@@ -92,15 +93,26 @@ def server_config(args):
 
 
 def default_models(config) -> list:
-    """The embedded default: resnet18 with ImageNet weights if they are in the
-    local torch cache, else untrained (the server says so in its log and info)."""
+    """The embedded default: `demo`, the digits model of netscope.training, trained
+    into the store first if it is not there yet (about a minute on CPU, with a
+    progress bar); beside it resnet18 with ImageNet weights when they are in the
+    local torch cache. If the demo cannot be trained, resnet18 (untrained when
+    its weights are not cached) so the server still starts, and says why."""
     import torchvision
 
     from netscope.server.app import ModelSpec
     from netscope.server.registry import weights_cache_path
 
     cached = weights_cache_path(torchvision.models.ResNet18_Weights.DEFAULT).exists()
-    return [ModelSpec("resnet18", "resnet18", "DEFAULT" if cached else "none")]
+    resnet = ModelSpec("resnet18", "resnet18", "DEFAULT" if cached else "none")
+    try:
+        from netscope.training.demo import ensure_demo
+
+        demo = ensure_demo(config.store)
+    except Exception as exc:  # the server must come up even if training fails
+        logging.getLogger("netscope").error("could not train the demo model (%s): serving resnet18 instead", exc)
+        return [resnet]
+    return [ModelSpec("demo", demo.stem)] + ([resnet] if cached else [])
 
 
 def cmd_serve(args) -> int:
@@ -108,6 +120,25 @@ def cmd_serve(args) -> int:
     from netscope.server.app import serve
 
     return serve(server_config(args))
+
+
+# ---------------------------------------------------------------- train
+
+def add_train(sub) -> None:
+    from netscope.training.options import add_arguments
+
+    p = sub.add_parser("train", help="train an image classifier into a checkpoint the server serves",
+                       description="Train an image classifier and write a netscope checkpoint, e.g. "
+                                   "netscope train --data shapes --arch simple_cnn --epochs 10 --out models/shapes.pt; "
+                                   "then netscope serve --model shapes=shapes serves it.")
+    add_arguments(p)
+    p.set_defaults(run=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from netscope.training.train import run
+
+    return run(args)
 
 
 # ---------------------------------------------------------------- models
@@ -154,7 +185,9 @@ def cmd_info(args) -> int:
 def cmd_load(args) -> int:
     with Client(args.server, timeout=args.timeout) as c:
         info = c.load_model(args.model, args.source, weights=args.weights, device=args.device, dtype=args.dtype,
-                            arch=args.arch, num_classes=args.num_classes)
+                            arch=args.arch, num_classes=args.num_classes, max_batch_size=args.max_batch_size,
+                            max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                            channels_last=args.channels_last)
     if args.json:
         print_json(info)
     else:
@@ -185,11 +218,256 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from tqdm import tqdm
+
+    from . import jobs
+    from .client import explain_request
+
+    options = {k: v for k, v in {"steps": args.steps, "window": args.window, "stride": args.stride,
+                                  "batch_size": args.batch_size, "baseline": args.baseline}.items() if v}
+    spec = explain_request(args.model, [], args.method, args.target, args.layer or (), True, False, args.colormap,
+                           args.alpha, args.metrics, 0, options)
+    job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, Path(args.out), in_flight=args.in_flight,
+                          timeout=args.timeout)
+    images = jobs.find_images(args.inputs)
+    with tqdm(total=len(images), unit="img", disable=args.json or not sys.stderr.isatty()) as bar:
+        report = job.run(args.inputs, progress=bar.update)
+    if args.json:
+        print_json(report)
+    else:
+        print(f"{report.explained} explained, {report.failed} failed, {report.skipped} already done "
+              f"of {report.total}; index: {Path(args.out) / 'index.csv'}")
+        for status, n in report.errors.items():
+            print(f"  {n} x {status}")
+    return 0 if not report.failed else 3
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    servers = args.servers or [DEFAULT_SERVER]
+    results = bench.run(servers, args.model, rpc=args.rpc, method=args.method, batch=args.batch,
+                        concurrency=args.concurrency, duration=args.duration, requests=args.requests,
+                        inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
+                        store=args.store)
+    if args.json:
+        print_json(results)
+        return 0
+    rows = []
+    for r in results:
+        lat = r.latency_ms or {}
+        rows.append([r.target, r.requests, f"{lat.get('p50', 0):.2f}", f"{lat.get('p90', 0):.2f}",
+                     f"{lat.get('p99', 0):.2f}", f"{lat.get('max', 0):.2f}", f"{r.requests_per_s:.1f}",
+                     f"{r.images_per_s:.1f}", ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "-"])
+    print(f"{args.rpc} on {args.model}: batch {args.batch}, {args.concurrency} caller(s)")
+    print_table(rows, ["target", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "img/s", "errors"])
+    for r in results:
+        if r.server_ms:
+            split = ", ".join(f"{k} {v:.2f}" for k, v in r.server_ms.items() if k != "device_batch_size")
+            print(f"server time per request (ms): {split}; mean device batch {r.server_ms['device_batch_size']:.1f}")
+    if len(results) == 2 and results[0].latency_ms and results[1].latency_ms:
+        print(f"service / in-process p50: {results[1].latency_ms['p50'] / results[0].latency_ms['p50']:.3f}x")
+    return 0
+
+
+# ---------------------------------------------------------------- inspection
+
+def _target_arg(text: str | None):
+    if text is None:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _image_names(paths: list[str]) -> list[str]:
+    """A file-name stem per image, made unique by its position when two collide."""
+    stems = [Path(p).stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{i}-{s}" for i, s in enumerate(stems)]
+
+
+def _top(channels, means, n: int = 5) -> str:
+    best = sorted(zip(channels, means), key=lambda cm: -cm[1])[:n]
+    return ", ".join(f"{c}:{m:.3g}" for c, m in best) + (" ..." if len(channels) > n else "")
+
+
+def cmd_features(args) -> int:
+    out_dir = Path(args.out)
+    with Client(args.server, timeout=args.timeout) as c:
+        maps = c.feature_maps(args.model, [Path(p) for p in args.images], args.layer, channels=args.channels or (),
+                              top_channels=args.top, tensors=args.npy, grid=not args.no_grid, colormap=args.colormap,
+                              upsample=args.upsample, max_tiles=args.max_tiles, nrow=args.nrow,
+                              tile_size=args.tile_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, rows = [], []
+    for path, name, layers in zip(args.images, _image_names(args.images), maps):
+        entry = {"image": path, "layers": []}
+        for layer, fm in layers.items():
+            png = npy = None
+            if fm.grid_png:
+                png = out_dir / f"{name}.{layer}.png"
+                png.write_bytes(fm.grid_png)
+            if fm.activation is not None:
+                import numpy as np
+
+                npy = out_dir / f"{name}.{layer}.npy"
+                np.save(npy, fm.activation)
+            entry["layers"].append({"layer": layer, "shape": fm.shape, "channel_axis": fm.channel_axis,
+                                    "channels": fm.channels, "channel_mean": fm.channel_mean,
+                                    "channel_max": fm.channel_max, "png": str(png) if png else None,
+                                    "npy": str(npy) if npy else None})
+            rows.append([path if not entry["layers"][1:] else "", layer, tuple(fm.shape), len(fm.channels),
+                         _top(fm.channels, fm.channel_mean), str(png or npy or "")])
+        report.append(entry)
+    if args.json:
+        print_json(report)
+    else:
+        print_table(rows, ["image", "layer", "shape", "channels", "highest mean (channel:mean)", "written"])
+    return 0
+
+
+def cmd_kernels(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        k = c.kernels(args.model, args.layer, mode=args.mode, tensor=args.npy is not None, colormap=args.colormap,
+                      max_tiles=args.max_tiles, nrow=args.nrow, tile_size=args.tile_size)
+    out = Path(args.out or f"{args.model}.{args.layer}.kernels.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(k.grid_png)
+    shape = None
+    if k.weight is not None:
+        import numpy as np
+
+        np.save(args.npy, k.weight)
+        shape = list(k.weight.shape)
+    if args.json:
+        print_json({"layer": k.layer, "mode": k.mode, "tiles": k.tiles, "total_tiles": k.total_tiles,
+                    "weight_shape": shape, "png": str(out), "npy": args.npy})
+    else:
+        print(f"{k.layer}: {k.mode}, {k.tiles} of {k.total_tiles} tiles -> {out}"
+              + (f"; weight {tuple(shape)} -> {args.npy}" if shape else ""))
+    return 0
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def spark(counts) -> str:
+    """A histogram as one line of block characters."""
+    top = max(counts) if len(counts) else 0
+    if not top:
+        return ""
+    return "".join(_BARS[min(8, -(-int(c) * 8 // int(top)))] for c in counts)
+
+
+def cmd_stats(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        result = c.layer_stats(args.model, args.layer or (), bins=args.bins,
+                               hist_range=tuple(args.range) if args.range else None,
+                               images=[Path(p) for p in args.images] if args.images else None,
+                               target=_target_arg(args.target), labels=args.labels)
+    if args.json:
+        print_json({"layers": result.layers, "loss": result.loss})
+        return 0
+    grads = result.loss is not None
+    header = ["layer", "param", "shape", "mean", "std", "min", "max", "l2", "zeros", "values"]
+    if grads:
+        header += ["grad l2", "grad mean", "grad std", "grads", "layer grad", "ratio"]
+    rows = []
+    for ls in result.layers:
+        for i, p in enumerate(ls.parameters):
+            v = p.value
+            row = [f"{ls.layer} ({ls.type})" if i == 0 else "", p.name + ("" if p.trainable else " (frozen)"),
+                   tuple(p.shape), f"{v.mean:.4g}", f"{v.std:.4g}", f"{v.min:.4g}", f"{v.max:.4g}",
+                   f"{v.l2_norm:.4g}", f"{100 * v.zero_fraction:.1f}%", spark(v.hist_counts)]
+            if grads:
+                g = p.grad
+                row += [f"{g.l2_norm:.4g}", f"{g.mean:.3g}", f"{g.std:.3g}", spark(g.hist_counts)] if g else ["-"] * 4
+                row += [f"{ls.grad_norm:.4g}", f"{ls.grad_norm_ratio:.3g}" if ls.grad_norm_ratio else "-"] if i == 0 else ["", ""]
+            rows.append(row)
+    print_table(rows, header)
+    if grads:
+        print(f"\nloss {result.loss:.6g}; ratio = a layer's gradient norm over the next layer's towards the output "
+              "(far below 1 along the depth: vanishing; far above: exploding)")
+    return 0
+
+
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def summary_report(info, depth: int) -> dict:
+    """torchinfo's numbers from a ModelInfo: per-layer rows (containers with the
+    totals of what they hold) and the totals."""
+    total, trainable = {}, {}
+    for l in info.layers:
+        inside = [m for m in info.layers if m.name == l.name or m.name.startswith(l.name + ".")]
+        total[l.name] = sum(m.num_parameters for m in inside)
+        trainable[l.name] = sum(m.trainable_parameters for m in inside)
+    size = _DTYPE_BYTES.get(info.dtype, 4)
+    leaf_out = sum(_numel(l.output_shape) for l in info.layers if l.is_leaf and l.output_shape)
+    mb = 1e6
+    input_mb = _numel(info.input_size) * 4 / mb
+    pass_mb = 2 * leaf_out * size / mb
+    params_mb = info.parameter_bytes / mb
+    rows = [{"name": l.name, "type": l.type, "depth": l.depth, "input_shape": l.input_shape,
+             "output_shape": l.output_shape, "params": total[l.name], "trainable_params": trainable[l.name],
+             "mult_adds": l.mult_adds} for l in info.layers if l.depth <= depth]
+    return {
+        "model": info.model, "arch": info.arch, "input_size": info.input_size, "layers": rows,
+        "total_params": info.num_parameters, "trainable_params": info.trainable_parameters,
+        "non_trainable_params": info.num_parameters - info.trainable_parameters,
+        "mult_adds": info.mult_adds, "flops": info.flops, "input_mb": input_mb,
+        "forward_backward_pass_mb": pass_mb, "params_mb": params_mb,
+        "estimated_total_mb": input_mb + pass_mb + params_mb,
+    }
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def cmd_summary(args) -> int:
+    with Client(args.server, timeout=args.timeout) as c:
+        info = c.model_info(args.model, args.input_size or ())
+    report = summary_report(info, args.depth)
+    if args.json:
+        print_json(report)
+        return 0
+    rows = [[f"{'│ ' * (r['depth'] - 1)}├─{r['name'].rsplit('.', 1)[-1]} ({r['type']}): {r['depth']}", r["input_shape"],
+             r["output_shape"], f"{r['params']:,}" if r["params"] else "--", f"{r['mult_adds']:,}" if r["mult_adds"] else "--",
+             "--" if not r["params"] else ("yes" if r["trainable_params"] == r["params"] else
+                                           "no" if not r["trainable_params"] else "partly")]
+            for r in report["layers"]]
+    header = ["Layer (type): depth", "Input Shape", "Output Shape", "Param #", "Mult-Adds", "Trainable"]
+    print(f"{info.model} ({info.arch}), input {list(info.input_size)}, {info.dtype} on {info.device}")
+    rule = "=" * 100
+    print(rule)
+    print_table(rows, header)
+    print(rule)
+    print(f"Total params: {report['total_params']:,}")
+    print(f"Trainable params: {report['trainable_params']:,}")
+    print(f"Non-trainable params: {report['non_trainable_params']:,}")
+    print(f"Total mult-adds: {report['mult_adds']:,} ({human(report['mult_adds'])})")
+    print(rule)
+    print(f"Input size (MB): {report['input_mb']:.2f}")
+    print(f"Forward/backward pass size (MB): {report['forward_backward_pass_mb']:.2f}")
+    print(f"Params size (MB): {report['params_mb']:.2f}")
+    print(f"Estimated Total Size (MB): {report['estimated_total_mb']:.2f}")
+    print(rule)
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
-def client_parser(sub, name: str, help: str, run, **kw) -> argparse.ArgumentParser:
+def client_parser(sub, name: str, help: str, run, *, fleet: bool = False, **kw) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, **kw)
-    p.add_argument("--server", default=DEFAULT_SERVER, help=f"host:port of the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
+    if fleet:  # several servers share the work
+        p.add_argument("--server", dest="servers", action="append", metavar="HOST:PORT",
+                       help=f"a server (repeatable; default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
+        p.set_defaults(server=None)
+    else:
+        p.add_argument("--server", default=DEFAULT_SERVER, help=f"host:port of the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
     p.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run)
@@ -200,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netscope", description="Look inside torchvision image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve(sub)
+    add_train(sub)
     client_parser(sub, "models", "list loaded models and the store's checkpoints", cmd_models)
     p = client_parser(sub, "info", "a model's details and layer table", cmd_info)
     p.add_argument("model")
@@ -213,12 +492,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="")
     p.add_argument("--arch", default="", help="architecture of a plain state_dict checkpoint")
     p.add_argument("--num-classes", type=int, default=0)
+    p.add_argument("--max-batch-size", type=int, default=0, help="batch concurrent requests up to this many images")
+    p.add_argument("--max-delay-ms", type=float, default=0.0, help="how long a batch may wait to fill")
+    p.add_argument("--max-queue", type=int, default=0, help="queued requests before RESOURCE_EXHAUSTED")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p = client_parser(sub, "unload", "unload a model", cmd_unload)
     p.add_argument("model")
     p = client_parser(sub, "predict", "top-k classes of images", cmd_predict)
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True)
     p.add_argument("-k", type=int, default=0, help="how many classes per image (default 5)")
+    p = client_parser(sub, "features", "feature maps of layers for images: PNG grids and a table", cmd_features)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", required=True)
+    p.add_argument("--layer", action="append", required=True, help="a layer's qualified name (repeatable)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--channels", type=int, nargs="+", help="only these channels")
+    which.add_argument("--top", type=int, default=0, metavar="N", help="the N channels of highest mean activation")
+    p.add_argument("--out", default=".", help="folder for the PNG grids (IMAGE.LAYER.png) and .npy files")
+    p.add_argument("--npy", action="store_true", help="also fetch the activations and save them as .npy")
+    p.add_argument("--no-grid", action="store_true", help="no PNG grids, statistics only")
+    p.add_argument("--colormap", default="", help="gray (default), viridis, jet, inferno, ...")
+    p.add_argument("--upsample", action="store_true", help="scale each map to the input's size")
+    p.add_argument("--max-tiles", type=int, default=0, help="most channels drawn per grid (default 64)")
+    p.add_argument("--nrow", type=int, default=0, help="tiles per row")
+    p.add_argument("--tile-size", type=int, default=0, help="pixels per tile (default: natural size)")
+    p = client_parser(sub, "kernels", "a conv layer's kernels as a PNG grid", cmd_kernels)
+    p.add_argument("--model", required=True)
+    p.add_argument("--layer", required=True, help="a Conv2d layer's qualified name")
+    p.add_argument("--mode", choices=["auto", "rgb", "per_channel", "mean_input"], default="auto")
+    p.add_argument("--out", help="PNG file to write (default MODEL.LAYER.kernels.png)")
+    p.add_argument("--npy", help="also save the weight tensor to this .npy file")
+    p.add_argument("--colormap", default="", help="for grey tiles: gray (default), viridis, jet, ...")
+    p.add_argument("--max-tiles", type=int, default=0, help="most tiles drawn (default 64)")
+    p.add_argument("--nrow", type=int, default=0, help="tiles per row")
+    p.add_argument("--tile-size", type=int, default=32, help="pixels per tile (default 32; 0: one per weight)")
+    p = client_parser(sub, "stats", "weight (and, with images, gradient) statistics per layer", cmd_stats)
+    p.add_argument("images", nargs="*", help="image files: also one backward pass and gradient statistics")
+    p.add_argument("--model", required=True)
+    p.add_argument("--layer", action="append", help="a layer (repeatable; default every layer with parameters)")
+    p.add_argument("--bins", type=int, default=0, help="histogram bins (default 30)")
+    p.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), help="histogram range (default: the data's)")
+    p.add_argument("--target", help="class index or label whose logit is differentiated (default: top-1)")
+    p.add_argument("--labels", type=int, nargs="+", help="true label per image: differentiate the cross-entropy")
+    p = client_parser(sub, "summary", "torchinfo-style summary of a model", cmd_summary)
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="summarise for this input size")
+    p.add_argument("--depth", type=int, default=3, help="deepest nesting level shown (default 3)")
+    p = client_parser(sub, "explain", "explain images or folders: overlay PNGs and an index.csv", cmd_explain, fleet=True)
+    p.add_argument("inputs", nargs="+", help="image files and folders (walked recursively)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", default="grad_cam")
+    p.add_argument("--out", required=True, help="folder for overlays/ and index.csv; rerun to resume")
+    p.add_argument("--target", type=lambda v: int(v) if v.lstrip("-").isdigit() else v, default=None,
+                   help="class index or label (default: each image's top-1)")
+    p.add_argument("--layer", action="append", help="layer to explain at (default: the architecture's)")
+    p.add_argument("--steps", type=int, default=0)
+    p.add_argument("--window", type=int, default=0)
+    p.add_argument("--stride", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--baseline", default="")
+    p.add_argument("--colormap", default="jet")
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--metrics", action="store_true", help="faithfulness metrics per image in the index")
+    p.add_argument("--in-flight", type=int, default=32, help="images on the wire per server")
+    p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
+    p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
+    p.add_argument("--batch", type=int, default=1, help="images per request")
+    p.add_argument("--concurrency", type=int, default=1, help="concurrent callers")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to run (unless --requests)")
+    p.add_argument("--requests", type=int, default=0, help="run exactly this many requests")
+    p.add_argument("--warmup", type=int, default=5, help="requests before measuring")
+    p.add_argument("--input", nargs="*", default=["random"], help="image files, or `random` (default)")
+    p.add_argument("--in-process", action="store_true",
+                   help="also run the same decode + preprocess + forward in this process, and print the ratio")
+    p.add_argument("--source", default="", help="model source for --in-process (default: the server's)")
+    p.add_argument("--store", default="models", help="model store for --in-process checkpoints")
     return parser
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -186,6 +187,95 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
     )
 
 
+@dataclass
+class FeatureMap:
+    """One layer's output for one image."""
+
+    layer: str
+    shape: list[int]             # the layer's per-image output shape (no batch dimension)
+    channel_axis: int            # the axis of `shape` that `channels` index
+    channels: list[int]          # channel indices returned, in order
+    activation: np.ndarray | None  # float32: `shape` with the channel axis indexed by `channels`
+    channel_mean: np.ndarray
+    channel_max: np.ndarray
+    grid_png: bytes = b""
+
+
+@dataclass
+class Kernels:
+    layer: str
+    weight: np.ndarray | None    # (out, in/groups, kh, kw) float32
+    grid_png: bytes
+    mode: str                    # rgb, per_channel or mean_input
+    tiles: int
+    total_tiles: int
+
+
+@dataclass
+class Stats:
+    mean: float
+    std: float
+    min: float
+    max: float
+    l2_norm: float
+    zero_fraction: float
+    hist_edges: np.ndarray
+    hist_counts: np.ndarray
+
+
+@dataclass
+class ParameterStats:
+    name: str
+    shape: list[int]
+    count: int
+    trainable: bool
+    value: Stats
+    grad: Stats | None = None
+
+
+@dataclass
+class LayerStats:
+    layer: str
+    type: str
+    parameters: list[ParameterStats]
+    grad_norm: float
+    grad_norm_ratio: float
+
+
+@dataclass
+class LayerStatsResult:
+    layers: list[LayerStats]
+    loss: float | None           # the differentiated quantity, when images were sent
+    timing: Timing | None = None
+
+    def layer(self, name: str) -> LayerStats:
+        return next(l for l in self.layers if l.layer == name)
+
+
+KERNEL_MODES = {"auto": pb.KERNEL_MODE_AUTO, "rgb": pb.KERNEL_MODE_RGB, "per_channel": pb.KERNEL_MODE_PER_CHANNEL,
+                "mean_input": pb.KERNEL_MODE_MEAN_INPUT}
+_KERNEL_MODE_NAMES = {v: k for k, v in KERNEL_MODES.items()}
+
+
+def _grid(render: bool, colormap: str, upsample: bool, max_tiles: int, nrow: int, padding: int,
+          tile_size: int) -> pb.GridOptions:
+    return pb.GridOptions(render=render, colormap=colormap, upsample_to_input=upsample, max_tiles=max_tiles,
+                          nrow=nrow, padding=padding, tile_size=tile_size)
+
+
+def _stats(s: pb.Stats) -> Stats:
+    return Stats(s.mean, s.std, s.min, s.max, s.l2_norm, s.zero_fraction, np.asarray(s.histogram.edges, np.float64),
+                 np.asarray(s.histogram.counts, np.int64))
+
+
+def _target(target: int | str | None) -> pb.Target | None:
+    if target is None:
+        return None
+    if isinstance(target, str):
+        return pb.Target(label=target)
+    return pb.Target(index=int(target))
+
+
 # ---------------------------------------------------------------- the client
 
 class Client:
@@ -289,6 +379,163 @@ class Client:
             for p in resp.predictions
         ]
         return preds, Timing.from_proto(resp.timing)
+
+
+    # ------------------------------------------------------------ inspection
+
+    def feature_maps(self, model: str, images, layers: str | Sequence[str], *, channels: Sequence[int] = (),
+                     top_channels: int = 0, tensors: bool = True, grid: bool = False, colormap: str = "",
+                     upsample: bool = False, max_tiles: int = 0, nrow: int = 0, padding: int = 0, tile_size: int = 0,
+                     timeout: float | None = None) -> list[dict[str, FeatureMap]]:
+        """Per image (in the order given), the layers' outputs by layer name (in
+        the order asked). `grid=True` also renders PNG grids of the channels."""
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        req = pb.FeatureMapsRequest(model=model, images=_images(images), layers=layers, channels=list(channels),
+                                    top_channels=top_channels, omit_tensor=not tensors,
+                                    grid=_grid(grid, colormap, upsample, max_tiles, nrow, padding, tile_size))
+        resp = self.call("GetFeatureMaps", req, timeout)
+        return [
+            {a.layer: FeatureMap(a.layer, list(a.shape), a.channel_axis, list(a.channels),
+                                 to_numpy(a.activation) if a.HasField("activation") else None,
+                                 np.asarray(a.channel_mean, np.float32), np.asarray(a.channel_max, np.float32),
+                                 a.grid_png)
+             for a in img.layers}
+            for img in resp.images
+        ]
+
+    def kernels(self, model: str, layer: str, *, mode: str = "auto", tensor: bool = True, colormap: str = "",
+                max_tiles: int = 0, nrow: int = 0, padding: int = 0, tile_size: int = 0,
+                timeout: float | None = None) -> Kernels:
+        """A conv layer's weights and a PNG grid of them. mode: auto, rgb, per_channel or mean_input."""
+        if mode not in KERNEL_MODES:
+            raise ValueError(f"mode must be one of {', '.join(KERNEL_MODES)}; got {mode!r}")
+        req = pb.KernelsRequest(model=model, layer=layer, mode=KERNEL_MODES[mode], omit_tensor=not tensor,
+                                grid=_grid(True, colormap, False, max_tiles, nrow, padding, tile_size))
+        r = self.call("GetKernels", req, timeout)
+        return Kernels(r.layer, to_numpy(r.weight) if r.HasField("weight") else None, r.grid_png,
+                       _KERNEL_MODE_NAMES.get(r.mode, str(r.mode)), r.tiles, r.total_tiles)
+
+    def layer_stats(self, model: str, layers: str | Sequence[str] = (), *, bins: int = 0,
+                    hist_range: tuple[float, float] | None = None, images=None, target: int | str | None = None,
+                    labels: Sequence[int] | None = None, timeout: float | None = None) -> LayerStatsResult:
+        """Weight statistics of each layer's parameters (default: every layer
+        with parameters); with images, gradient statistics of one backward pass
+        of the target class's logit (index or label; default each image's
+        top-1) or of the cross-entropy with true `labels`."""
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        lo, hi = hist_range or (0.0, 0.0)
+        req = pb.LayerStatsRequest(model=model, layers=layers, bins=bins, hist_min=lo, hist_max=hi,
+                                   images=_images(images) if images is not None else [], labels=list(labels or ()))
+        t = _target(target)
+        if t is not None:
+            req.target.CopyFrom(t)
+        r = self.call("GetLayerStats", req, timeout)
+        result = []
+        for ls in r.layers:
+            params = [ParameterStats(p.name, list(p.shape), p.count, p.trainable, _stats(p.value),
+                                     _stats(p.grad) if p.HasField("grad") else None) for p in ls.parameters]
+            result.append(LayerStats(ls.layer, ls.type, params, ls.grad_norm, ls.grad_norm_ratio))
+        return LayerStatsResult(result, r.loss if images is not None else None, Timing.from_proto(r.timing))
+
+    # ------------------------------------------------------------ explanation
+
+    def explain(self, model: str, images, *, method: str = "grad_cam", target: int | str | None = None,
+                top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False, heatmap_png: bool = False,
+                colormap: str = "", alpha: float = 0.0, faithfulness: bool = False, timeout: float | None = None,
+                **options) -> list[list[ClassExplanation]]:
+        """Per image (in order), one ClassExplanation per target class. `options`
+        are ExplainOptions fields: steps, baseline, window, stride, batch_size,
+        noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise."""
+        req = explain_request(model, _images(images), method, target, layers, overlay, heatmap_png, colormap, alpha,
+                              faithfulness, top_k, options)
+        return _explanations(self.call("Explain", req, timeout))
+
+    def explain_many(self, items, *, model: str, method: str = "grad_cam", target: int | str | None = None,
+                     top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,
+                     heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, faithfulness: bool = False,
+                     in_flight: int = 32, timeout: float | None = None, **options) -> Iterator[StreamResult]:
+        """Explain many images over one stream, yielding results as they finish.
+        `items` is any iterable (read lazily) of images or (id, image) pairs; at
+        most `in_flight` are on the wire at once, so memory stays bounded."""
+        spec = explain_request(model, [], method, target, layers, overlay, heatmap_png, colormap, alpha,
+                               faithfulness, top_k, options)
+        slots = threading.Semaphore(in_flight)
+
+        def requests():
+            for n, item in enumerate(items):
+                item_id, image = item if isinstance(item, tuple) else (str(n), item)
+                slots.acquire()
+                req = pb.ExplainRequest()
+                req.CopyFrom(spec)
+                req.images.append(to_image(image))
+                yield pb.ExplainStreamRequest(id=str(item_id), request=req)
+
+        try:
+            for resp in self.stub.ExplainStream(requests(), timeout=timeout or self.timeout):
+                slots.release()
+                if resp.HasField("error"):
+                    code = next((c for c in grpc.StatusCode if c.value[0] == resp.error.code), grpc.StatusCode.UNKNOWN)
+                    yield StreamResult(resp.id, error=NetscopeError(code, resp.error.message))
+                else:
+                    yield StreamResult(resp.id, classes=_explanations(resp.response)[0])
+        except grpc.RpcError as err:
+            raise NetscopeError(err.code(), err.details() or "") from None
+
+
+@dataclass
+class Faithfulness:
+    deletion_auc: float
+    insertion_auc: float
+    average_drop: float
+    increase_in_confidence: float
+    road_morf: float
+    road_lerf: float
+
+
+@dataclass
+class ClassExplanation:
+    """One image's map for one class."""
+
+    target: int
+    label: str
+    score: float
+    probability: float
+    heatmap: np.ndarray            # (h, w) at the layer's resolution
+    heatmap_upsampled: np.ndarray  # (H, W) at the model input's resolution
+    overlay_png: bytes = b""
+    heatmap_png: bytes = b""
+    faithfulness: Faithfulness | None = None
+
+
+@dataclass
+class StreamResult:
+    """One item of explain_many: its id, and its maps or its error."""
+
+    id: str
+    classes: list[ClassExplanation] | None = None
+    error: NetscopeError | None = None
+
+
+def _explanations(resp: pb.ExplainResponse) -> list[list[ClassExplanation]]:
+    return [[ClassExplanation(c.target, c.label, c.score, c.probability, to_numpy(c.heatmap),
+                              to_numpy(c.heatmap_upsampled), c.overlay_png, c.heatmap_png,
+                              Faithfulness(**{f: getattr(c.faithfulness, f) for f in Faithfulness.__dataclass_fields__})
+                              if c.HasField("faithfulness") else None)
+             for c in e.classes] for e in resp.explanations]
+
+
+def explain_request(model: str, images, method: str, target, layers, overlay: bool, heatmap_png: bool,
+                    colormap: str, alpha: float, faithfulness: bool, top_k: int, options: dict) -> pb.ExplainRequest:
+    req = pb.ExplainRequest(model=model, images=images, method=method, layers=[layers] if isinstance(layers, str) else list(layers),
+                            render_overlay=overlay, render_heatmap=heatmap_png,
+                            render=pb.RenderOptions(colormap=colormap, alpha=alpha),
+                            options=pb.ExplainOptions(faithfulness=faithfulness, **options))
+    t = _target(target)
+    if t is not None:
+        req.target.CopyFrom(t)
+    if top_k:
+        req.target.top_k = top_k
+    return req
 
 
 def _images(images) -> list[pb.Image]:

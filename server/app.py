@@ -16,7 +16,7 @@ from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
 from .errors import NetscopeError
 from .imaging import DEFAULT_MAX_PIXELS
-from .registry import Registry
+from .registry import Batching, Registry
 from .service import InspectorService, Limits
 
 log = logging.getLogger("netscope.server")
@@ -33,6 +33,10 @@ class ModelSpec:
     weights: str = ""
     device: str = ""
     dtype: str = ""
+    max_batch_size: int = 1  # dynamic batching of concurrent requests (1: off)
+    max_delay_ms: float = 0.0
+    max_queue: int = 0
+    channels_last: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
@@ -58,6 +62,7 @@ class ServerConfig:
     max_batch: int = 256
     allow_download: bool = False
     grace_s: float = 30.0
+    metrics_port: int = 0  # Prometheus /metrics over HTTP; 0: off
 
 
 class Server:
@@ -83,6 +88,7 @@ class Server:
         if self.port == 0:
             raise OSError(f"could not bind {config.address}")
         self._stopped = threading.Event()
+        self._metrics_http = None
 
     @property
     def address(self) -> str:
@@ -98,8 +104,14 @@ class Server:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.grpc.start()
         log.info("listening on %s", self.address)
+        if self.config.metrics_port:
+            host = self.config.address.rsplit(":", 1)[0].strip("[]")
+            self._metrics_http, _ = self.service.metrics.serve_http(self.config.metrics_port, host)
+            log.info("metrics on http://%s:%d/metrics", host, self.config.metrics_port)
         for spec in self.config.models:
-            self.registry.load(spec.id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype)
+            self.registry.load(spec.id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype,
+                               batching=Batching(spec.max_batch_size, spec.max_delay_ms, spec.max_queue),
+                               channels_last=spec.channels_last)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s", ", ".join(m.id for m in self.registry.list()) or "no models yet")
         return self
@@ -111,6 +123,8 @@ class Server:
         self.health.enter_graceful_shutdown()
         log.info("draining in-flight calls (up to %.0f s)", self.config.grace_s if grace is None else grace)
         self.grpc.stop(self.config.grace_s if grace is None else grace).wait()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
         log.info("stopped")
 
     def wait(self) -> None:

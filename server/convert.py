@@ -15,8 +15,9 @@ import torch
 from netscope.v1 import inspector_pb2 as pb
 
 from . import imaging
-from .errors import InvalidArgument, ResourceExhausted
+from .errors import InvalidArgument, ResourceExhausted, closest
 from .imaging import Preprocessing
+from .inspect import DEFAULT_MAX_TILES, GridSpec
 
 _NUMPY = {
     pb.FLOAT32: np.dtype("<f4"),
@@ -114,3 +115,115 @@ def images_to_batch(images: Sequence[pb.Image], recipe: Preprocessing, *, max_pi
     if len(shapes) > 1:
         raise InvalidArgument(f"images of one request must preprocess to one shape; got {sorted(shapes)}")
     return torch.stack(tensors)
+
+
+# ---------------------------------------------------------------- inspection
+
+def grid_spec(options: pb.GridOptions) -> GridSpec:
+    """GridOptions -> inspect.GridSpec (zero fields mean the defaults)."""
+    return GridSpec(colormap=options.colormap or "gray", upsample_to_input=options.upsample_to_input,
+                    max_tiles=options.max_tiles or DEFAULT_MAX_TILES, nrow=options.nrow,
+                    padding=options.padding if options.padding else 2, tile_size=options.tile_size)
+
+
+KERNEL_MODES = {pb.KERNEL_MODE_AUTO: "auto", pb.KERNEL_MODE_RGB: "rgb", pb.KERNEL_MODE_PER_CHANNEL: "per_channel",
+                pb.KERNEL_MODE_MEAN_INPUT: "mean_input"}
+_KERNEL_MODE_CODES = {v: k for k, v in KERNEL_MODES.items()}
+
+
+def kernel_mode(code: int) -> str:
+    if code not in KERNEL_MODES:
+        raise InvalidArgument(f"unknown kernel mode {code}; use one of {', '.join(pb.KernelMode.keys())}")
+    return KERNEL_MODES[code]
+
+
+def kernel_mode_code(mode: str) -> int:
+    return _KERNEL_MODE_CODES[mode]
+
+
+def target_class(target: pb.Target, class_names: Sequence[str]) -> int | None:
+    """One class for every image: an index, a label, or None (each image's top-1)."""
+    if target.top_k > 1:
+        raise InvalidArgument(f"target.top_k={target.top_k}: this method takes one class per image (an index, a label, or top-1)")
+    kind = target.WhichOneof("kind")
+    if kind == "index":
+        if not 0 <= target.index < len(class_names):
+            raise InvalidArgument(f"target class {target.index} is out of range 0..{len(class_names) - 1}")
+        return int(target.index)
+    if kind == "label":
+        try:
+            return list(class_names).index(target.label)
+        except ValueError:
+            raise InvalidArgument(f"target label {target.label!r} is not one of the model's classes"
+                                  f"{closest(target.label, class_names)}") from None
+    return None
+
+
+def layer_activation_to_proto(a) -> pb.LayerActivation:
+    msg = pb.LayerActivation(layer=a.layer, shape=list(a.shape), channels=a.channels, channel_axis=max(a.channel_axis, 0),
+                             channel_mean=a.channel_mean.tolist(), channel_max=a.channel_max.tolist(), grid_png=a.grid_png)
+    if a.activation is not None:
+        msg.activation.CopyFrom(tensor_to_proto(a.activation))
+    return msg
+
+
+def stats_to_proto(s) -> pb.Stats:
+    return pb.Stats(mean=s.mean, std=s.std, min=s.min, max=s.max, l2_norm=s.l2_norm, zero_fraction=s.zero_fraction,
+                    histogram=pb.Histogram(edges=s.hist_edges.tolist(), counts=s.hist_counts.tolist()))
+
+
+def layer_stats_to_proto(ls) -> pb.LayerStats:
+    msg = pb.LayerStats(layer=ls.layer, type=ls.type, grad_norm=ls.grad_norm, grad_norm_ratio=ls.grad_norm_ratio)
+    for p in ls.parameters:
+        ps = msg.parameters.add(name=p.name, shape=list(p.shape), count=p.count, trainable=p.trainable)
+        ps.value.CopyFrom(stats_to_proto(p.value))
+        if p.grad is not None:
+            ps.grad.CopyFrom(stats_to_proto(p.grad))
+    return msg
+
+
+# ---------------------------------------------------------------- explanations
+
+def explain_target(target: pb.Target):
+    """Target message -> explain.Target (unset: top-1)."""
+    from .explain import Target
+
+    kind = target.WhichOneof("kind")
+    if kind == "index":
+        return Target(index=int(target.index))
+    if kind == "label":
+        return Target(label=target.label)
+    return Target(top_k=int(target.top_k)) if target.top_k > 0 else None
+
+
+def explain_options(options: pb.ExplainOptions):
+    """ExplainOptions message -> explain.Options; zero values mean the method's default."""
+    from .explain import Options
+
+    def unset(v):
+        return v or None
+
+    return Options(batch_size=unset(options.batch_size), steps=unset(options.steps), baseline=unset(options.baseline),
+                   window=unset(options.window), stride=unset(options.stride),
+                   noise_tunnel=unset(options.noise_tunnel), nt_samples=unset(options.nt_samples),
+                   nt_stdev=unset(options.nt_stdev), aug_smooth=options.aug_smooth,
+                   eigen_smooth=options.eigen_smooth, samples=unset(options.samples), noise=unset(options.noise))
+
+
+def class_map_to_proto(cm, x: torch.Tensor, recipe: Preprocessing, request: pb.ExplainRequest,
+                       scores=None) -> pb.ClassExplanation:
+    """One image's map for one class, with the pictures and metrics asked for.
+    x is that image as the model saw it (C, H, W)."""
+    msg = pb.ClassExplanation(target=cm.target, label=cm.label, score=cm.score, probability=cm.probability)
+    msg.heatmap.CopyFrom(tensor_to_proto(cm.heatmap))
+    msg.heatmap_upsampled.CopyFrom(tensor_to_proto(cm.upsampled))
+    colormap = request.render.colormap or "jet"
+    if request.render_overlay:
+        alpha = request.render.alpha or 0.5  # 0 is "unset" on the wire
+        msg.overlay_png = imaging.encode_png(imaging.overlay(imaging.denormalize(x, recipe), cm.upsampled.numpy(),
+                                                             colormap, alpha))
+    if request.render_heatmap:
+        msg.heatmap_png = imaging.encode_png(imaging.colorize(imaging.to_uint8(cm.upsampled.numpy()), colormap))
+    if scores is not None:
+        msg.faithfulness.CopyFrom(pb.Faithfulness(**vars(scores)))
+    return msg

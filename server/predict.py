@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import batching
+from .batching import Batched
 from .errors import InvalidArgument
 from .registry import LoadedModel
 
@@ -30,26 +32,28 @@ def resolve_k(k: int, num_classes: int) -> int:
     return k
 
 
-def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: bool = False) -> list[Prediction]:
-    """Top-k of each image of a preprocessed (N, C, H, W) batch, in batch order.
-    Softmax runs in float32 whatever the model's dtype."""
+def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: bool = False
+            ) -> tuple[list[Prediction], Batched]:
+    """Top-k of each image of a preprocessed (N, C, H, W) batch, in batch order,
+    through the model's dynamic batcher when it has one."""
     k = resolve_k(k, model.num_classes)
-    with torch.inference_mode():
-        logits = model.forward(x)
-        probs = torch.softmax(logits, dim=1)
-        top_p, top_i = probs.topk(k, dim=1)
-        top_l = logits.gather(1, top_i)
-        # One copy back to the host for everything the answer needs.
-        parts = [top_p, top_i.float(), top_l] + ([probs] if return_probabilities else [])
-        host = torch.cat(parts, dim=1).cpu().numpy()
+    run = batching.forward(model, model.batcher, x)
+    return top_k(model, run.logits, k, return_probabilities), run
+
+
+def top_k(model: LoadedModel, logits: torch.Tensor, k: int, return_probabilities: bool) -> list[Prediction]:
+    """Softmax in float32 whatever the model's dtype, then the k best per row."""
+    probs = torch.softmax(logits.float(), dim=1)
+    top_p, top_i = probs.topk(k, dim=1)
+    top_l = logits.float().gather(1, top_i)
     out = []
-    for row in host:
-        idx = row[k : 2 * k].astype(np.int64).tolist()
+    for row in range(logits.shape[0]):
+        idx = top_i[row].tolist()
         out.append(Prediction(
             indices=idx,
             labels=[model.class_names[i] for i in idx],
-            probabilities=row[:k].tolist(),
-            logits=row[2 * k : 3 * k].tolist(),
-            all_probabilities=row[3 * k :].copy() if return_probabilities else None,
+            probabilities=top_p[row].tolist(),
+            logits=top_l[row].tolist(),
+            all_probabilities=probs[row].numpy() if return_probabilities else None,
         ))
     return out

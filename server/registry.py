@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
+from .batching import Batcher
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest
 from .imaging import Preprocessing
 from .summary import Summary, summarize
@@ -109,6 +110,7 @@ class LoadedModel:
     channels_last: bool = False
     batching: Batching = field(default_factory=Batching)
     summary: Summary | None = None
+    batcher: Batcher | None = None  # set when batching.max_batch_size > 1
     # Serialises work that must alter the module for a moment (e.g. Captum
     # methods that register their own hooks); plain forwards don't take it.
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -224,6 +226,8 @@ class Registry:
             loaded = self._build(model_id, source, weights, arch, num_classes)
             loaded.batching = batching or Batching()
             self._place(loaded, dev, dt, channels_last)
+            if loaded.batching.max_batch_size > 1:
+                loaded.batcher = Batcher(loaded)
             with self._lock:
                 self._models[model_id] = loaded
             log.info("loaded %s: %s (%s) on %s as %s%s", model_id, loaded.source, loaded.weights, dev,
@@ -237,6 +241,8 @@ class Registry:
         model = self.get(model_id)
         with self._lock:
             self._models.pop(model_id, None)
+        if model.batcher is not None:
+            model.batcher.close()
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

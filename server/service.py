@@ -11,9 +11,11 @@ import grpc
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from . import convert, predict
+from . import convert, explain, faithfulness, inspect, predict
 from .errors import status_of
 from .imaging import DEFAULT_MAX_PIXELS
+from .metrics import Metrics
+from .stream import ExplainStream
 from .registry import Batching, LoadedModel, Registry, our_architectures, torchvision_architectures
 from .summary import Summary
 
@@ -28,17 +30,25 @@ class Limits:
 
 
 def rpc(method):
-    """Turn any exception into a status a client can act on; never UNKNOWN."""
+    """Turn any exception into a status a client can act on (never UNKNOWN),
+    and count the call in the metrics."""
 
     @functools.wraps(method)
     def wrapper(self, request, context):
+        start = time.perf_counter()
+        model = getattr(request, "model", "")
         try:
-            return method(self, request, context)
+            response = method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.__name__)
+            self.metrics.observe(method.__name__, model, code.name, time.perf_counter() - start)
             context.abort(code, message)
+        timing = response.timing if hasattr(response, "timing") else None
+        images = len(getattr(request, "images", ()))
+        self.metrics.observe(method.__name__, model, "OK", time.perf_counter() - start, timing, images)
+        return response
 
     return wrapper
 
@@ -88,9 +98,11 @@ def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
 
 
 class InspectorService(pb_grpc.InspectorServicer):
-    def __init__(self, registry: Registry, limits: Limits | None = None):
+    def __init__(self, registry: Registry, limits: Limits | None = None, metrics: Metrics | None = None):
         self.registry = registry
         self.limits = limits or Limits()
+        self.metrics = metrics or Metrics(registry.list)
+        self.stream = ExplainStream(self.explain_response, max_images=min(32, self.limits.max_batch))
 
     def batch(self, m: LoadedModel, images):
         return convert.images_to_batch(images, m.recipe, max_pixels=self.limits.max_pixels, max_batch=self.limits.max_batch)
@@ -133,8 +145,9 @@ class InspectorService(pb_grpc.InspectorServicer):
         clock = Clock()
         x = self.batch(m, request.images)
         clock.lap("preprocess")
-        results = predict.predict(m, x, request.top_k, request.return_probabilities)
+        results, run = predict.predict(m, x, request.top_k, request.return_probabilities)
         clock.lap("compute")
+        clock.timing.queue_ms, clock.timing.compute_ms = run.queue_ms, run.compute_ms
         out = pb.PredictResponse()
         for r in results:
             p = out.predictions.add()
@@ -143,6 +156,86 @@ class InspectorService(pb_grpc.InspectorServicer):
             if r.all_probabilities is not None:
                 p.probabilities.CopyFrom(convert.tensor_to_proto(r.all_probabilities))
         clock.lap("postprocess")
-        clock.timing.device_batch_size = len(results)
+        clock.timing.device_batch_size = run.device_batch_size
+        out.timing.CopyFrom(clock.timing)
+        return out
+
+    # ------------------------------------------------------------ inspection
+
+    @rpc
+    def GetFeatureMaps(self, request, context):
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = m.to_device(self.batch(m, request.images))
+        grid = convert.grid_spec(request.grid) if request.grid.render else None
+        clock.lap("preprocess")
+        images = inspect.feature_maps(m.module, x, list(request.layers), channels=list(request.channels),
+                                      top_channels=request.top_channels, grid=grid,
+                                      with_tensor=not request.omit_tensor,
+                                      max_bytes=self.limits.max_message_bytes)
+        clock.lap("compute")
+        out = pb.FeatureMapsResponse()
+        for layers in images:
+            out.images.add().layers.extend(convert.layer_activation_to_proto(a) for a in layers)
+        clock.lap("postprocess")
+        out.timing.CopyFrom(clock.timing)
+        return out
+
+    @rpc
+    def GetKernels(self, request, context):
+        m = self.registry.get(request.model)
+        k = inspect.kernels(m.module, request.layer, mode=convert.kernel_mode(request.mode),
+                            grid=convert.grid_spec(request.grid), with_tensor=not request.omit_tensor,
+                            max_bytes=self.limits.max_message_bytes)
+        out = pb.KernelsResponse(layer=k.layer, grid_png=k.grid_png, mode=convert.kernel_mode_code(k.mode),
+                                 tiles=k.tiles, total_tiles=k.total_tiles)
+        if k.weight is not None:
+            out.weight.CopyFrom(convert.tensor_to_proto(k.weight))
+        return out
+
+    @rpc
+    def GetLayerStats(self, request, context):
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = m.to_device(self.batch(m, request.images)) if request.images else None
+        target = convert.target_class(request.target, m.class_names) if request.HasField("target") else None
+        clock.lap("preprocess")
+        result = inspect.layer_stats(m.module, list(request.layers), bins=request.bins,
+                                     hist_range=(request.hist_min, request.hist_max), x=x, target=target,
+                                     labels=list(request.labels) or None, max_bytes=self.limits.max_message_bytes)
+        clock.lap("compute")
+        out = pb.LayerStatsResponse(layers=[convert.layer_stats_to_proto(ls) for ls in result.layers],
+                                    loss=result.loss or 0.0)
+        clock.lap("postprocess")
+        out.timing.CopyFrom(clock.timing)
+        return out
+
+    # ------------------------------------------------------------ explanation
+
+    @rpc
+    def Explain(self, request, context):
+        return self.explain_response(request)
+
+    def ExplainStream(self, request_iterator, context):
+        return self.stream.run(request_iterator, context)
+
+    def explain_response(self, request: pb.ExplainRequest) -> pb.ExplainResponse:
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = self.batch(m, request.images)
+        clock.lap("preprocess")
+        result = explain.explain(m.module, x.to(m.device), request.method, targets=convert.explain_target(request.target),
+                                 layers=list(request.layers) or None, options=convert.explain_options(request.options),
+                                 arch=m.arch, class_names=m.class_names)
+        clock.lap("compute")
+        out = pb.ExplainResponse(method=result.method, layers=result.layers)
+        for image, classes in zip(x, result.images):
+            item = out.explanations.add()
+            for cm in classes:
+                scores = (faithfulness.evaluate(m.forward, image, cm.upsampled.numpy(), cm.target)
+                          if request.options.faithfulness else None)
+                item.classes.append(convert.class_map_to_proto(cm, image, m.recipe, request, scores))
+        clock.lap("postprocess")
+        clock.timing.device_batch_size = len(x)
         out.timing.CopyFrom(clock.timing)
         return out

@@ -2,15 +2,22 @@
 
 One forward pass of a zero batch of one image, with temporary shape-recording
 hooks on every module and torch's FlopCounterMode around it. The hooks are
-removed in `finally`; the model is not otherwise touched.
+removed in `finally`; the model is not otherwise touched. Like hooks.capture,
+they record only in the context that registered them, so a request running a
+forward on the same model meanwhile never lends the table its shapes.
 """
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .inspect import is_conv
+
+_active: contextvars.ContextVar[object] = contextvars.ContextVar("netscope_summary", default=None)
 
 
 @dataclass
@@ -56,6 +63,7 @@ def summarize(model: nn.Module, input_size: tuple[int, ...], device, dtype) -> S
     """Per-layer shapes, parameters and multiply-adds for one image of `input_size` (C, H, W)."""
     rows: dict[str, LayerRow] = {}
     handles = []
+    owner = object()
     modules = dict(model.named_modules())
     for name, module in modules.items():
         if name == "":
@@ -68,10 +76,12 @@ def summarize(model: nn.Module, input_size: tuple[int, ...], device, dtype) -> S
             is_leaf=not any(True for _ in module.children()),
             num_parameters=sum(p.numel() for p in own),
             trainable_parameters=sum(p.numel() for p in own if p.requires_grad),
-            conv=isinstance(module, nn.modules.conv._ConvNd),
+            conv=is_conv(module),
         )
 
         def record(mod, inputs, output, row=rows[name]):
+            if _active.get() is not owner:
+                return
             t_in, t_out = _first_tensor(inputs), _first_tensor(output)
             if t_in is not None and not row.input_shape:
                 row.input_shape = list(t_in.shape)
@@ -81,12 +91,14 @@ def summarize(model: nn.Module, input_size: tuple[int, ...], device, dtype) -> S
 
         handles.append(module.register_forward_hook(record))
     x = torch.zeros((1, *input_size), device=device, dtype=dtype)
+    token = _active.set(owner)
     try:
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             model(x)
     finally:
         for h in handles:
             h.remove()
+        _active.reset(token)
     counts = counter.get_flop_counts()
     root = type(model).__name__
     for key, ops in counts.items():

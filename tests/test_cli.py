@@ -39,7 +39,7 @@ def test_models_and_info(run_cli):
 
 
 def test_load_and_unload(run_cli):
-    code, out, err = run_cli("load", "tmpsq", "squeezenet1_1")
+    code, out, err = run_cli("load", "tmpsq", "squeezenet1_1", "--max-batch-size", "4", "--max-delay-ms", "2")
     assert code == 0, err
     assert "loaded tmpsq" in out
     code, out, _ = run_cli("unload", "tmpsq")
@@ -89,3 +89,16 @@ def test_serve_rejects_a_bad_model_flag():
     proc = subprocess.run(netscope_command() + ["serve", "--model", "justaname"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode != 0 and "id=source" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_reports_in_process_and_service(run_cli, photo_files):
+    code, out, err = run_cli("bench", "--model", "mnv3", "--requests", "4", "--warmup", "1", "--concurrency", "2",
+                             "--input", str(photo_files["chelsea"]), "--in-process", "--json")
+    assert code == 0, err
+    local, remote = json.loads(out)
+    assert local["target"] == "in-process" and remote["requests"] == 4 and not remote["errors"]
+    assert remote["latency_ms"]["p50"] > 0 and remote["server_ms"]["compute"] > 0
+    code, out, _ = run_cli("bench", "--model", "mnv3", "--requests", "2", "--warmup", "0", "--in-process")
+    assert code == 0 and "service / in-process p50" in out
+    code, _, err = run_cli("bench", "--model", "nope", "--requests", "1")
+    assert code == 1 and "NOT_FOUND" in err

@@ -342,7 +342,7 @@ class FeatureMapsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., layers: _Optional[_Iterable[str]] = ..., channels: _Optional[_Iterable[int]] = ..., top_channels: _Optional[int] = ..., omit_tensor: _Optional[bool] = ..., grid: _Optional[_Union[GridOptions, _Mapping]] = ...) -> None: ...
 
 class LayerActivation(_message.Message):
-    __slots__ = ("layer", "shape", "channels", "activation", "channel_mean", "channel_max", "grid_png")
+    __slots__ = ("layer", "shape", "channels", "activation", "channel_mean", "channel_max", "grid_png", "channel_axis")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +350,7 @@ class LayerActivation(_message.Message):
     CHANNEL_MEAN_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_MAX_FIELD_NUMBER: _ClassVar[int]
     GRID_PNG_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_AXIS_FIELD_NUMBER: _ClassVar[int]
     layer: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     channels: _containers.RepeatedScalarFieldContainer[int]
@@ -357,7 +358,8 @@ class LayerActivation(_message.Message):
     channel_mean: _containers.RepeatedScalarFieldContainer[float]
     channel_max: _containers.RepeatedScalarFieldContainer[float]
     grid_png: bytes
-    def __init__(self, layer: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., channels: _Optional[_Iterable[int]] = ..., activation: _Optional[_Union[Tensor, _Mapping]] = ..., channel_mean: _Optional[_Iterable[float]] = ..., channel_max: _Optional[_Iterable[float]] = ..., grid_png: _Optional[bytes] = ...) -> None: ...
+    channel_axis: int
+    def __init__(self, layer: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., channels: _Optional[_Iterable[int]] = ..., activation: _Optional[_Union[Tensor, _Mapping]] = ..., channel_mean: _Optional[_Iterable[float]] = ..., channel_max: _Optional[_Iterable[float]] = ..., grid_png: _Optional[bytes] = ..., channel_axis: _Optional[int] = ...) -> None: ...
 
 class ImageFeatures(_message.Message):
     __slots__ = ("layers",)
@@ -480,12 +482,14 @@ class LayerStatsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., bins: _Optional[int] = ..., hist_min: _Optional[float] = ..., hist_max: _Optional[float] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LayerStatsResponse(_message.Message):
-    __slots__ = ("layers", "loss")
+    __slots__ = ("layers", "loss", "timing")
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedCompositeFieldContainer[LayerStats]
     loss: float
-    def __init__(self, layers: _Optional[_Iterable[_Union[LayerStats, _Mapping]]] = ..., loss: _Optional[float] = ...) -> None: ...
+    timing: Timing
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerStats, _Mapping]]] = ..., loss: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class ExplainOptions(_message.Message):
     __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness")
