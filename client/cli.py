@@ -218,10 +218,35 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from tqdm import tqdm
+
+    from . import jobs
+    from .client import explain_request
+
+    options = {k: v for k, v in {"steps": args.steps, "window": args.window, "stride": args.stride,
+                                  "batch_size": args.batch_size, "baseline": args.baseline}.items() if v}
+    spec = explain_request(args.model, [], args.method, args.target, args.layer or (), True, False, args.colormap,
+                           args.alpha, args.metrics, 0, options)
+    job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, Path(args.out), in_flight=args.in_flight,
+                          timeout=args.timeout)
+    images = jobs.find_images(args.inputs)
+    with tqdm(total=len(images), unit="img", disable=args.json or not sys.stderr.isatty()) as bar:
+        report = job.run(args.inputs, progress=bar.update)
+    if args.json:
+        print_json(report)
+    else:
+        print(f"{report.explained} explained, {report.failed} failed, {report.skipped} already done "
+              f"of {report.total}; index: {Path(args.out) / 'index.csv'}")
+        for status, n in report.errors.items():
+            print(f"  {n} x {status}")
+    return 0 if not report.failed else 3
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
-    servers = args.servers or [args.server]
+    servers = args.servers or [DEFAULT_SERVER]
     results = bench.run(servers, args.model, rpc=args.rpc, method=args.method, batch=args.batch,
                         concurrency=args.concurrency, duration=args.duration, requests=args.requests,
                         inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
@@ -435,9 +460,14 @@ def cmd_summary(args) -> int:
 
 # ---------------------------------------------------------------- main
 
-def client_parser(sub, name: str, help: str, run, **kw) -> argparse.ArgumentParser:
+def client_parser(sub, name: str, help: str, run, *, fleet: bool = False, **kw) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, **kw)
-    p.add_argument("--server", default=DEFAULT_SERVER, help=f"host:port of the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
+    if fleet:  # several servers share the work
+        p.add_argument("--server", dest="servers", action="append", metavar="HOST:PORT",
+                       help=f"a server (repeatable; default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
+        p.set_defaults(server=None)
+    else:
+        p.add_argument("--server", default=DEFAULT_SERVER, help=f"host:port of the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
     p.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run)
@@ -509,7 +539,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="summarise for this input size")
     p.add_argument("--depth", type=int, default=3, help="deepest nesting level shown (default 3)")
-    p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench)
+    p = client_parser(sub, "explain", "explain images or folders: overlay PNGs and an index.csv", cmd_explain, fleet=True)
+    p.add_argument("inputs", nargs="+", help="image files and folders (walked recursively)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", default="grad_cam")
+    p.add_argument("--out", required=True, help="folder for overlays/ and index.csv; rerun to resume")
+    p.add_argument("--target", type=lambda v: int(v) if v.lstrip("-").isdigit() else v, default=None,
+                   help="class index or label (default: each image's top-1)")
+    p.add_argument("--layer", action="append", help="layer to explain at (default: the architecture's)")
+    p.add_argument("--steps", type=int, default=0)
+    p.add_argument("--window", type=int, default=0)
+    p.add_argument("--stride", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--baseline", default="")
+    p.add_argument("--colormap", default="jet")
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--metrics", action="store_true", help="faithfulness metrics per image in the index")
+    p.add_argument("--in-flight", type=int, default=32, help="images on the wire per server")
+    p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
     p.add_argument("--model", required=True)
     p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
     p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
@@ -523,8 +570,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the same decode + preprocess + forward in this process, and print the ratio")
     p.add_argument("--source", default="", help="model source for --in-process (default: the server's)")
     p.add_argument("--store", default="models", help="model store for --in-process checkpoints")
-    p.add_argument("--target", dest="servers", action="append", metavar="HOST:PORT",
-                   help="a server of a fleet (repeatable; callers rotate over them)")
     return parser
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -435,6 +436,107 @@ class Client:
                                      _stats(p.grad) if p.HasField("grad") else None) for p in ls.parameters]
             result.append(LayerStats(ls.layer, ls.type, params, ls.grad_norm, ls.grad_norm_ratio))
         return LayerStatsResult(result, r.loss if images is not None else None, Timing.from_proto(r.timing))
+
+    # ------------------------------------------------------------ explanation
+
+    def explain(self, model: str, images, *, method: str = "grad_cam", target: int | str | None = None,
+                top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False, heatmap_png: bool = False,
+                colormap: str = "", alpha: float = 0.0, faithfulness: bool = False, timeout: float | None = None,
+                **options) -> list[list[ClassExplanation]]:
+        """Per image (in order), one ClassExplanation per target class. `options`
+        are ExplainOptions fields: steps, baseline, window, stride, batch_size,
+        noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise."""
+        req = explain_request(model, _images(images), method, target, layers, overlay, heatmap_png, colormap, alpha,
+                              faithfulness, top_k, options)
+        return _explanations(self.call("Explain", req, timeout))
+
+    def explain_many(self, items, *, model: str, method: str = "grad_cam", target: int | str | None = None,
+                     top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,
+                     heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, faithfulness: bool = False,
+                     in_flight: int = 32, timeout: float | None = None, **options) -> Iterator[StreamResult]:
+        """Explain many images over one stream, yielding results as they finish.
+        `items` is any iterable (read lazily) of images or (id, image) pairs; at
+        most `in_flight` are on the wire at once, so memory stays bounded."""
+        spec = explain_request(model, [], method, target, layers, overlay, heatmap_png, colormap, alpha,
+                               faithfulness, top_k, options)
+        slots = threading.Semaphore(in_flight)
+
+        def requests():
+            for n, item in enumerate(items):
+                item_id, image = item if isinstance(item, tuple) else (str(n), item)
+                slots.acquire()
+                req = pb.ExplainRequest()
+                req.CopyFrom(spec)
+                req.images.append(to_image(image))
+                yield pb.ExplainStreamRequest(id=str(item_id), request=req)
+
+        try:
+            for resp in self.stub.ExplainStream(requests(), timeout=timeout or self.timeout):
+                slots.release()
+                if resp.HasField("error"):
+                    code = next((c for c in grpc.StatusCode if c.value[0] == resp.error.code), grpc.StatusCode.UNKNOWN)
+                    yield StreamResult(resp.id, error=NetscopeError(code, resp.error.message))
+                else:
+                    yield StreamResult(resp.id, classes=_explanations(resp.response)[0])
+        except grpc.RpcError as err:
+            raise NetscopeError(err.code(), err.details() or "") from None
+
+
+@dataclass
+class Faithfulness:
+    deletion_auc: float
+    insertion_auc: float
+    average_drop: float
+    increase_in_confidence: float
+    road_morf: float
+    road_lerf: float
+
+
+@dataclass
+class ClassExplanation:
+    """One image's map for one class."""
+
+    target: int
+    label: str
+    score: float
+    probability: float
+    heatmap: np.ndarray            # (h, w) at the layer's resolution
+    heatmap_upsampled: np.ndarray  # (H, W) at the model input's resolution
+    overlay_png: bytes = b""
+    heatmap_png: bytes = b""
+    faithfulness: Faithfulness | None = None
+
+
+@dataclass
+class StreamResult:
+    """One item of explain_many: its id, and its maps or its error."""
+
+    id: str
+    classes: list[ClassExplanation] | None = None
+    error: NetscopeError | None = None
+
+
+def _explanations(resp: pb.ExplainResponse) -> list[list[ClassExplanation]]:
+    return [[ClassExplanation(c.target, c.label, c.score, c.probability, to_numpy(c.heatmap),
+                              to_numpy(c.heatmap_upsampled), c.overlay_png, c.heatmap_png,
+                              Faithfulness(**{f: getattr(c.faithfulness, f) for f in Faithfulness.__dataclass_fields__})
+                              if c.HasField("faithfulness") else None)
+             for c in e.classes] for e in resp.explanations]
+
+
+def explain_request(model: str, images, method: str, target, layers, overlay: bool, heatmap_png: bool,
+                    colormap: str, alpha: float, faithfulness: bool, top_k: int, options: dict) -> pb.ExplainRequest:
+    req = pb.ExplainRequest(model=model, images=images, method=method, layers=[layers] if isinstance(layers, str) else list(layers),
+                            render_overlay=overlay, render_heatmap=heatmap_png,
+                            render=pb.RenderOptions(colormap=colormap, alpha=alpha),
+                            options=pb.ExplainOptions(faithfulness=faithfulness, **options))
+    t = _target(target)
+    if t is not None:
+        req.target.CopyFrom(t)
+    if top_k:
+        req.target.top_k = top_k
+    return req
+
 
 def _images(images) -> list[pb.Image]:
     """One image or many; a 4-D array or tensor is a batch."""

@@ -180,3 +180,50 @@ def layer_stats_to_proto(ls) -> pb.LayerStats:
         if p.grad is not None:
             ps.grad.CopyFrom(stats_to_proto(p.grad))
     return msg
+
+
+# ---------------------------------------------------------------- explanations
+
+def explain_target(target: pb.Target):
+    """Target message -> explain.Target (unset: top-1)."""
+    from .explain import Target
+
+    kind = target.WhichOneof("kind")
+    if kind == "index":
+        return Target(index=int(target.index))
+    if kind == "label":
+        return Target(label=target.label)
+    return Target(top_k=int(target.top_k)) if target.top_k > 0 else None
+
+
+def explain_options(options: pb.ExplainOptions):
+    """ExplainOptions message -> explain.Options; zero values mean the method's default."""
+    from .explain import Options
+
+    def unset(v):
+        return v or None
+
+    return Options(batch_size=unset(options.batch_size), steps=unset(options.steps), baseline=unset(options.baseline),
+                   window=unset(options.window), stride=unset(options.stride),
+                   noise_tunnel=unset(options.noise_tunnel), nt_samples=unset(options.nt_samples),
+                   nt_stdev=unset(options.nt_stdev), aug_smooth=options.aug_smooth,
+                   eigen_smooth=options.eigen_smooth, samples=unset(options.samples), noise=unset(options.noise))
+
+
+def class_map_to_proto(cm, x: torch.Tensor, recipe: Preprocessing, request: pb.ExplainRequest,
+                       scores=None) -> pb.ClassExplanation:
+    """One image's map for one class, with the pictures and metrics asked for.
+    x is that image as the model saw it (C, H, W)."""
+    msg = pb.ClassExplanation(target=cm.target, label=cm.label, score=cm.score, probability=cm.probability)
+    msg.heatmap.CopyFrom(tensor_to_proto(cm.heatmap))
+    msg.heatmap_upsampled.CopyFrom(tensor_to_proto(cm.upsampled))
+    colormap = request.render.colormap or "jet"
+    if request.render_overlay:
+        alpha = request.render.alpha or 0.5  # 0 is "unset" on the wire
+        msg.overlay_png = imaging.encode_png(imaging.overlay(imaging.denormalize(x, recipe), cm.upsampled.numpy(),
+                                                             colormap, alpha))
+    if request.render_heatmap:
+        msg.heatmap_png = imaging.encode_png(imaging.colorize(imaging.to_uint8(cm.upsampled.numpy()), colormap))
+    if scores is not None:
+        msg.faithfulness.CopyFrom(pb.Faithfulness(**vars(scores)))
+    return msg

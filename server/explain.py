@@ -27,7 +27,6 @@ copy of the module tree (server/attributions.py).
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field, fields, replace
 from typing import Sequence, Union
 
@@ -422,15 +421,14 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, *, 
     tgt = Targets(targets, x.shape[0], class_names)
     used = resolve_layers(model, method, layers, arch)
 
-    compute = cams.compute if METHODS[method].family == "cam" else attributions.compute
-    fast = _fast_layout(model, x)
-    try:
-        res = compute(model, fast, method, used, tgt.pick, opts)
-    except RuntimeError as exc:
-        if fast is x or "view" not in str(exc):
-            raise
-        _CHANNELS_LAST[model] = False  # a .view() in its forward: this model takes contiguous input only
-        res = compute(model, x, method, used, tgt.pick, opts)
+    # The batch runs in the layout it came in: a model served channels-last
+    # gets channels-last input from the registry (faster on CPU batches and on
+    # tensor cores); we do not switch layouts behind the caller's back, since
+    # that moves ill-conditioned maps by float32 rounding (see PERFORMANCE.md).
+    if METHODS[method].family == "cam":
+        res = cams.compute(model, x, method, used, tgt.pick, opts)
+    else:
+        res = attributions.compute(model, x, method, used, tgt.pick, opts)
 
     # One copy back to the host for everything the answer needs.
     probs = torch.softmax(res.logits.float(), dim=1)
@@ -452,18 +450,6 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, *, 
                                 attribution=attr[n, j] if attr is not None else None))
         out.images.append(row)
     return out
-
-
-# Models known not to take channels-last input (a .view() in their forward).
-_CHANNELS_LAST: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
-
-
-def _fast_layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """On CPU, a batch runs ~25% faster in channels-last layout (oneDNN's
-    own; resnet18 at batch 32), same numbers to 1e-6. One image: no gain."""
-    if x.device.type != "cpu" or x.shape[0] < 2 or _CHANNELS_LAST.get(model, True) is False:
-        return x
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:

@@ -11,10 +11,11 @@ import grpc
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from . import convert, inspect, predict
+from . import convert, explain, faithfulness, inspect, predict
 from .errors import status_of
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import Metrics
+from .stream import ExplainStream
 from .registry import Batching, LoadedModel, Registry, our_architectures, torchvision_architectures
 from .summary import Summary
 
@@ -101,6 +102,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         self.registry = registry
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics(registry.list)
+        self.stream = ExplainStream(self.explain_response, max_images=min(32, self.limits.max_batch))
 
     def batch(self, m: LoadedModel, images):
         return convert.images_to_batch(images, m.recipe, max_pixels=self.limits.max_pixels, max_batch=self.limits.max_batch)
@@ -205,5 +207,35 @@ class InspectorService(pb_grpc.InspectorServicer):
         out = pb.LayerStatsResponse(layers=[convert.layer_stats_to_proto(ls) for ls in result.layers],
                                     loss=result.loss or 0.0)
         clock.lap("postprocess")
+        out.timing.CopyFrom(clock.timing)
+        return out
+
+    # ------------------------------------------------------------ explanation
+
+    @rpc
+    def Explain(self, request, context):
+        return self.explain_response(request)
+
+    def ExplainStream(self, request_iterator, context):
+        return self.stream.run(request_iterator, context)
+
+    def explain_response(self, request: pb.ExplainRequest) -> pb.ExplainResponse:
+        m = self.registry.get(request.model)
+        clock = Clock()
+        x = self.batch(m, request.images)
+        clock.lap("preprocess")
+        result = explain.explain(m.module, x.to(m.device), request.method, targets=convert.explain_target(request.target),
+                                 layers=list(request.layers) or None, options=convert.explain_options(request.options),
+                                 arch=m.arch, class_names=m.class_names)
+        clock.lap("compute")
+        out = pb.ExplainResponse(method=result.method, layers=result.layers)
+        for image, classes in zip(x, result.images):
+            item = out.explanations.add()
+            for cm in classes:
+                scores = (faithfulness.evaluate(m.forward, image, cm.upsampled.numpy(), cm.target)
+                          if request.options.faithfulness else None)
+                item.classes.append(convert.class_map_to_proto(cm, image, m.recipe, request, scores))
+        clock.lap("postprocess")
+        clock.timing.device_batch_size = len(x)
         out.timing.CopyFrom(clock.timing)
         return out
