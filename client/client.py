@@ -447,7 +447,8 @@ class Client:
                 **options) -> list[list[ClassExplanation]]:
         """Per image (in order), one ClassExplanation per target class. `options`
         are ExplainOptions fields: steps, baseline, window, stride, batch_size,
-        noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise."""
+        noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise, seed. Leave an option
+        out for the method's default; a count set to 0 is refused (INVALID_ARGUMENT)."""
         req = explain_request(model, _images(images), method, target, layers, overlay, heatmap_png, colormap, alpha,
                               faithfulness, top_k, options)
         return _explanations(self.call("Explain", req, timeout))
