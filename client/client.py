@@ -167,6 +167,7 @@ class ModelInfo:
     pretrained: bool
     note: str
     layers: list[Layer] = field(default_factory=list)
+    default_cam_layer: str = ""  # where CAMs explain when no layer is named
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.name == name)
@@ -182,6 +183,7 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         class_names=list(m.class_names), num_parameters=m.num_parameters,
         trainable_parameters=m.trainable_parameters, flops=m.flops, mult_adds=m.mult_adds,
         parameter_bytes=m.parameter_bytes, pretrained=m.pretrained, note=m.note,
+        default_cam_layer=m.default_cam_layer,
         layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
                       l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
     )
@@ -445,7 +447,8 @@ class Client:
                 **options) -> list[list[ClassExplanation]]:
         """Per image (in order), one ClassExplanation per target class. `options`
         are ExplainOptions fields: steps, baseline, window, stride, batch_size,
-        noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise."""
+        noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise, seed. Leave an option
+        out for the method's default; a count set to 0 is refused (INVALID_ARGUMENT)."""
         req = explain_request(model, _images(images), method, target, layers, overlay, heatmap_png, colormap, alpha,
                               faithfulness, top_k, options)
         return _explanations(self.call("Explain", req, timeout))

@@ -53,7 +53,11 @@ AUGMENTATIONS = [(flip, factor) for flip in (False, True) for factor in (0.9, 1.
 
 def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick: Pick, opts) -> Raw:
     if method == "full_grad":
-        return _full_grad(model, x, layers, pick)
+        if not opts.aug_smooth:
+            return _full_grad(model, x, layers, pick)
+        batch, pick_clean, clean = _augment(x, pick)
+        raw = _full_grad(model, batch, layers, pick_clean)
+        return Raw(raw.logits[clean], raw.targets[clean], _deaugment(raw.heatmap, x.shape[0]), None, layers=raw.layers)
     size = x.shape[-2:]
     if opts.aug_smooth:
         logits, targets, maps = _augmented(model, x, method, layers, pick, opts)
@@ -327,9 +331,9 @@ def _ablation_weights(model, x, layer: str, layout: Layout, a: torch.Tensor, log
 # ---------------------------------------------------------------- aug_smooth
 
 
-def _augmented(model, x, method, layers, pick, opts):
-    """Maps averaged over horizontal flips x intensity factors (0.9, 1, 1.1),
-    all in one batch; targets chosen on the unaugmented image."""
+def _augment(x: torch.Tensor, pick: Pick):
+    """The batch of every augmentation of x, and a target picker that chooses
+    on the unaugmented images and repeats the choice for every view."""
     n = x.shape[0]
     batch = torch.cat([(x.flip(-1) if flip else x) * factor for flip, factor in AUGMENTATIONS])
     clean = AUGMENTATIONS.index((False, 1.0))
@@ -337,14 +341,22 @@ def _augmented(model, x, method, layers, pick, opts):
     def pick_clean(logits: torch.Tensor) -> torch.Tensor:
         return pick(logits[clean * n : (clean + 1) * n]).repeat(len(AUGMENTATIONS), 1)
 
+    return batch, pick_clean, slice(clean * n, (clean + 1) * n)
+
+
+def _deaugment(m: torch.Tensor, n: int) -> torch.Tensor:
+    """(views * N, k, h, w) maps -> (N, k, h, w): flipped views flipped back, averaged."""
+    views = list(m.reshape(len(AUGMENTATIONS), n, *m.shape[1:]).unbind(0))
+    views = [v.flip(-1) if flip else v for v, (flip, _) in zip(views, AUGMENTATIONS)]
+    return torch.stack(views).mean(0)
+
+
+def _augmented(model, x, method, layers, pick, opts):
+    """Maps averaged over horizontal flips x intensity factors (0.9, 1, 1.1),
+    all in one batch; targets chosen on the unaugmented image."""
+    batch, pick_clean, clean = _augment(x, pick)
     logits, targets, maps = _maps(model, batch, method, layers, pick_clean, opts)
-    out = {}
-    for name, m in maps.items():
-        views = list(m.reshape(len(AUGMENTATIONS), n, *m.shape[1:]).unbind(0))
-        views = [v.flip(-1) if flip else v for v, (flip, _) in zip(views, AUGMENTATIONS)]
-        out[name] = torch.stack(views).mean(0)
-    sl = slice(clean * n, (clean + 1) * n)
-    return logits[sl], targets[sl], out
+    return logits[clean], targets[clean], {name: _deaugment(m, x.shape[0]) for name, m in maps.items()}
 
 
 # ---------------------------------------------------------------- FullGrad
@@ -366,8 +378,8 @@ def _effective_bias(m: nn.Module) -> torch.Tensor:
     return m.bias.detach().float()
 
 
-def _normalized_sum(t: torch.Tensor) -> torch.Tensor:
-    """|t| min-max normalised over each image's (C, h, w), summed over C -> (N, h, w)."""
+def _normalized_abs(t: torch.Tensor) -> torch.Tensor:
+    """|t| min-max normalised over each image's (C, h, w), flattened to (N, C*h*w)."""
     t = t.abs().flatten(1)
     t = t - t.min(dim=1, keepdim=True).values
     t = t / (t.max(dim=1, keepdim=True).values + 1e-6)
@@ -394,11 +406,11 @@ def _full_grad(model, x, layers, pick) -> Raw:
         grads = torch.autograd.grad(score, [xin] + [cap.outputs[n] for n in reached], retain_graph=j < k - 1,
                                     allow_unused=True)
         gx = grads[0] if grads[0] is not None else torch.zeros_like(xin)
-        total = _normalized_sum(gx.float() * xin.detach().float()).reshape(x.shape).sum(1)
+        total = _normalized_abs(gx.float() * xin.detach().float()).reshape(x.shape).sum(1)
         for g, b in zip(grads[1:], biases):
             if g is None:
                 continue
-            part = _normalized_sum(g.float() * b).reshape(g.shape).sum(1, keepdim=True)
+            part = _normalized_abs(g.float() * b).reshape(g.shape).sum(1, keepdim=True)
             total = total + upsample(part, size)[:, 0]
         maps.append(total)
     heat = torch.stack(maps, dim=1)

@@ -197,17 +197,18 @@ def explain_target(target: pb.Target):
 
 
 def explain_options(options: pb.ExplainOptions):
-    """ExplainOptions message -> explain.Options; zero values mean the method's default."""
+    """ExplainOptions message -> explain.Options. Unset fields mean the method's
+    default; counts set to 0 reach explain() and are refused there."""
     from .explain import Options
 
-    def unset(v):
-        return v or None
+    def present(name):
+        return getattr(options, name) if options.HasField(name) else None
 
-    return Options(batch_size=unset(options.batch_size), steps=unset(options.steps), baseline=unset(options.baseline),
-                   window=unset(options.window), stride=unset(options.stride),
-                   noise_tunnel=unset(options.noise_tunnel), nt_samples=unset(options.nt_samples),
-                   nt_stdev=unset(options.nt_stdev), aug_smooth=options.aug_smooth,
-                   eigen_smooth=options.eigen_smooth, samples=unset(options.samples), noise=unset(options.noise))
+    return Options(batch_size=present("batch_size"), steps=present("steps"), baseline=options.baseline or None,
+                   window=present("window"), stride=present("stride"), noise_tunnel=options.noise_tunnel or None,
+                   nt_samples=present("nt_samples"), nt_stdev=present("nt_stdev"), aug_smooth=options.aug_smooth,
+                   eigen_smooth=options.eigen_smooth, samples=present("samples"), noise=present("noise"),
+                   seed=present("seed"))
 
 
 def class_map_to_proto(cm, x: torch.Tensor, recipe: Preprocessing, request: pb.ExplainRequest,

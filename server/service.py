@@ -12,7 +12,7 @@ from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
 from . import convert, explain, faithfulness, inspect, predict
-from .errors import status_of
+from .errors import NetscopeError, status_of
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import Metrics
 from .stream import ExplainStream
@@ -92,9 +92,17 @@ def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
         class_names=m.class_names, num_parameters=summary.num_parameters,
         trainable_parameters=summary.trainable_parameters, flops=summary.flops, mult_adds=summary.mult_adds,
         parameter_bytes=summary.parameter_bytes, layers=layers, pretrained=m.pretrained, note=m.note,
+        default_cam_layer=default_cam_layer(m),
         batching=pb.BatchingOptions(max_batch_size=m.batching.max_batch_size, max_delay_ms=m.batching.max_delay_ms,
                                     max_queue=m.batching.max_queue),
     )
+
+
+def default_cam_layer(m: LoadedModel) -> str:
+    try:
+        return explain.default_layer(m.module, m.arch)
+    except NetscopeError:
+        return ""
 
 
 class InspectorService(pb_grpc.InspectorServicer):
@@ -224,7 +232,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         clock = Clock()
         x = self.batch(m, request.images)
         clock.lap("preprocess")
-        result = explain.explain(m.module, x.to(m.device), request.method, targets=convert.explain_target(request.target),
+        result = explain.explain(m.module, m.to_device(x), request.method, targets=convert.explain_target(request.target),
                                  layers=list(request.layers) or None, options=convert.explain_options(request.options),
                                  arch=m.arch, class_names=m.class_names)
         clock.lap("compute")

@@ -309,3 +309,16 @@ def test_swin_channels_last_maps_and_cam_head():
     c = explain(m, x, "cam")  # norm -> permute -> avgpool -> head is a GAP + Linear head
     assert torch.isfinite(c[0][0].heatmap).all()
 
+
+
+def test_aug_smooth_applies_to_full_grad():
+    m = tiny()
+    x = batch(1, 32, seed=36)
+    r = explain(m, x, "full_grad", options=Options(aug_smooth=True))
+    t = r[0][0].target
+    views = []
+    for flip in (False, True):
+        for f in (0.9, 1.0, 1.1):
+            h = explain(m, (x.flip(-1) if flip else x) * f, "full_grad", targets=t)[0][0].heatmap
+            views.append(h.flip(-1) if flip else h)
+    torch.testing.assert_close(r[0][0].heatmap, torch.stack(views).mean(0), rtol=1e-4, atol=1e-6)

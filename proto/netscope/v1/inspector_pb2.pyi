@@ -492,7 +492,7 @@ class LayerStatsResponse(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[LayerStats, _Mapping]]] = ..., loss: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class ExplainOptions(_message.Message):
-    __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness")
+    __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness", "seed")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
@@ -506,6 +506,7 @@ class ExplainOptions(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
     FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     steps: int
     baseline: str
@@ -519,7 +520,8 @@ class ExplainOptions(_message.Message):
     samples: int
     noise: float
     faithfulness: bool
-    def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ...) -> None: ...
+    seed: int
+    def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("model", "images", "method", "target", "layers", "options", "render_overlay", "render_heatmap", "render")
