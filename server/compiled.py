@@ -80,6 +80,7 @@ class CompiledForward:
         self.backend = os.environ.get(BACKEND_ENV) or "inductor"
         self.cuda_graphs = device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
         self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compiled-{name}")
+        self.batches = 0  # requests' batches answered compiled (not counting the warm-up)
         try:
             options = {"mode": mode} if self.backend == "inductor" else {}
             self._fn = torch.compile(private_copy(module), backend=self.backend, dynamic=False, **options)
@@ -110,14 +111,18 @@ class CompiledForward:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
         """Float32 logits on the host for an (N, C, H, W) batch already on the
-        device, or None when no bucket holds N (the caller runs eager)."""
+        device, or None when it was not compiled for (no bucket holds N, or
+        already preprocessed tensors of another size): the caller runs eager,
+        and nothing is recompiled while a request waits."""
         b = self.bucket(x.shape[0])
-        if b is None:
+        if b is None or tuple(x.shape[1:]) != self.input_size:
             return None
         n = x.shape[0]
         if b > n:
             x = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))]).contiguous(memory_format=self.memory_format)
-        return self._lane.submit(self._call, x).result()[:n]
+        logits = self._lane.submit(self._call, x).result()[:n]
+        self.batches += 1
+        return logits
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
