@@ -23,6 +23,7 @@ Not yet measured on a GPU (no GPU was lent to the session that wrote this).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -125,7 +126,8 @@ class CompiledForward:
         return logits
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+        with torch.inference_mode(), on_device:  # the lane's current device is the model's (cuda:N)
             if self.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             out = self._fn(x)

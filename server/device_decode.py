@@ -142,12 +142,20 @@ def preprocess(img: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
         x = F.pad(x, (pad[2], pad[3], pad[0], pad[1]))
     ch, cw = recipe.crop
     x = x[:, top : top + ch, left : left + cw] / 255.0
+    grey, mean, std = _constants(recipe, x.device)
     if recipe.channels == 1:
-        grey = torch.tensor([0.299, 0.587, 0.114], device=x.device)
-        x = (x * grey[:, None, None]).sum(0, keepdim=True)
-    mean = torch.tensor(recipe.mean, dtype=torch.float32, device=x.device)[:, None, None]
-    std = torch.tensor(recipe.std, dtype=torch.float32, device=x.device)[:, None, None]
+        x = (x * grey).sum(0, keepdim=True)
     return ((x - mean) / std).contiguous()
+
+
+@functools.lru_cache(maxsize=32)
+def _constants(recipe: Preprocessing, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The grey weights, mean and std as (C, 1, 1) tensors on the device, made
+    once (not three small host-to-device copies per image)."""
+    def column(values):
+        return torch.tensor(values, dtype=torch.float32, device=device)[:, None, None]
+
+    return column((0.299, 0.587, 0.114)), column(recipe.mean), column(recipe.std)
 
 
 def decode_and_preprocess(jpegs: dict[int, bytes], recipe: Preprocessing, device: torch.device,

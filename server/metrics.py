@@ -40,9 +40,13 @@ class Metrics:
         self.duration.labels(rpc, model).observe(seconds)
         if images:
             self.images.labels(rpc, model).inc(images)
-        if timing is not None and timing.device_batch_size:
-            for p in PHASES:
-                self.phase.labels(rpc, model, p).observe(getattr(timing, f"{p}_ms") / 1e3)
+        if timing is None:
+            return
+        phases = {p: getattr(timing, f"{p}_ms") for p in PHASES}
+        if any(phases.values()):  # every RPC that runs the model splits its time
+            for p, ms in phases.items():
+                self.phase.labels(rpc, model, p).observe(ms / 1e3)
+        if timing.device_batch_size:
             self.batch.labels(rpc, model).observe(timing.device_batch_size)
 
     def refresh(self) -> None:

@@ -268,6 +268,9 @@ class Registry:
             loaded = self._build(model_id, source, weights, arch, num_classes)
             loaded.batching = batching
             loaded.device_decode, loaded.pin_memory = device_decode, pin_memory
+            if device_decode and dev.type != "cuda":
+                log.warning("%s: device_decode on %s decodes JPEGs with torchvision one after the other; "
+                            "the OpenCV pool is faster there (the option is meant for CUDA)", model_id, dev)
             self._place(loaded, dev, dt, channels_last)
             if mode:
                 self._compile(loaded, mode, buckets)

@@ -34,6 +34,7 @@ def test_requests_failures_latency_and_batches_are_counted(store, photos):
                 c.predict("sq", [photos["chelsea"], photos["rocket"]])
             with pytest.raises(NetscopeError):
                 c.predict("nope", photos["chelsea"])
+            c.feature_maps("sq", photos["chelsea"], "features.0")
         m = scrape(port)
         assert m['netscope_request_total{code="OK",model="sq",rpc="Predict"}'] == 3
         assert m['netscope_request_total{code="NOT_FOUND",model="nope",rpc="Predict"}'] == 1
@@ -41,6 +42,7 @@ def test_requests_failures_latency_and_batches_are_counted(store, photos):
         assert m['netscope_request_duration_seconds_count{model="sq",rpc="Predict"}'] == 3
         assert m['netscope_phase_duration_seconds_sum{model="sq",phase="compute",rpc="Predict"}'] > 0
         assert m['netscope_batch_size_sum{model="sq",rpc="Predict"}'] == 6
+        assert m['netscope_phase_duration_seconds_count{model="sq",phase="compute",rpc="GetFeatureMaps"}'] == 1
         assert m['netscope_queue_depth{model="sq",rpc="Predict"}'] == 0
         assert m['netscope_queue_depth{model="sq",rpc="Explain"}'] == 0
     finally:
