@@ -44,6 +44,8 @@ BACKEND_ENV = "NETSCOPE_COMPILE_BACKEND"
 
 def check_mode(mode: str) -> str:
     """The compile mode ("" when off), or InvalidArgument naming the choices."""
+    if mode is not None and not isinstance(mode, str):
+        raise InvalidArgument(f"compile must be a mode name such as default or reduce-overhead; got {mode!r}")
     mode = (mode or "").strip().lower()
     if mode in ("", "none", "off"):
         return ""
@@ -55,7 +57,9 @@ def check_mode(mode: str) -> str:
 def buckets_for(mode: str, sizes: Sequence[int], max_batch_size: int) -> tuple[int, ...]:
     """The batch sizes to compile for: the ones asked for, else 1 and the
     model's dynamic batch size."""
-    sizes = [int(s) for s in sizes]
+    if isinstance(sizes, (str, bytes)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        raise InvalidArgument(f"compile_batch_sizes must be a list of whole numbers; got {sizes!r}")
+    sizes = list(sizes)
     if sizes and not mode:
         raise InvalidArgument("compile_batch_sizes given without compile: set a compile mode, e.g. default")
     for s in sizes:

@@ -408,6 +408,10 @@ class Registry:
 
 def check_batching(b: Batching) -> Batching:
     """Batching options in range, or InvalidArgument saying what would work."""
+    for name, value, kinds in (("max_batch_size", b.max_batch_size, (int,)), ("max_queue", b.max_queue, (int,)),
+                               ("max_delay_ms", b.max_delay_ms, (int, float))):
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise InvalidArgument(f"{name} must be a number; got {value!r}")
     if b.max_batch_size < 0 or b.max_batch_size > MAX_BATCH_SIZE:
         raise InvalidArgument(f"max_batch_size must be 0..{MAX_BATCH_SIZE} (0 or 1: no dynamic batching); got {b.max_batch_size}")
     if not 0.0 <= b.max_delay_ms <= MAX_DELAY_MS:  # also refuses NaN

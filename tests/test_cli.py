@@ -201,3 +201,22 @@ def test_serve_refuses_a_bad_startup_option_with_a_reason(tmp_path):
                           timeout=120)
     assert proc.returncode == 2 and "unknown compile mode 'fastest'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("key, value, words", [("compile", "5", "compile must be a mode name"),
+                                               ("compile_batch_sizes", '"8"', "compile_batch_sizes must be a list"),
+                                               ("max_batch_size", '"8"', "max_batch_size must be a number")])
+def test_a_startup_model_option_of_the_wrong_type_is_refused_by_name(store, key, value, words):
+    import tomllib
+
+    from netscope.server.app import ModelSpec, Server, ServerConfig
+    from netscope.server.errors import InvalidArgument
+
+    table = tomllib.loads(f'id = "sq"\nsource = "squeezenet1_1"\n{key} = {value}\n')
+    srv = Server(ServerConfig(address="127.0.0.1:0", models=[ModelSpec(**table)], store=str(store), device="cpu",
+                              workers=2))
+    try:
+        with pytest.raises(InvalidArgument, match=words):
+            srv.start()
+    finally:
+        srv.stop(grace=0)
