@@ -7,7 +7,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ class BenchResult:
     images_per_s: float = 0.0
     errors: dict = field(default_factory=dict)      # status code name -> count
     server_ms: dict = field(default_factory=dict)   # mean queue/preprocess/compute/postprocess
+    method: str = ""                                # the explanation, for rpc explain
+    model: dict = field(default_factory=dict)       # how the model ran: device, dtype, batching, fast path
 
 
 def load_inputs(spec: list[str], size: int = 224) -> list[pb.Image]:
@@ -92,39 +94,92 @@ def drive(call, *, concurrency: int, duration: float, requests: int, warmup: int
     return latencies, time.perf_counter() - start, errors, timings
 
 
+def make_request(model: str, rpc: str, images: list[pb.Image], method: str):
+    """The one request both ways send: Predict top-5, or Explain with `method`."""
+    if rpc == "predict":
+        return pb.PredictRequest(model=model, images=images, top_k=5)
+    return pb.ExplainRequest(model=model, images=images, method=method)
+
+
 def rpc_caller(clients: list[Client], model: str, rpc: str, images: list[pb.Image], method: str):
     """A call that rotates over the servers, returning the server's Timing."""
     turn = itertools.cycle(clients)
+    request = make_request(model, rpc, images, method)
+    name = "Predict" if rpc == "predict" else "Explain"
 
     def call():
-        c = next(turn)
-        if rpc == "predict":
-            return c.call("Predict", pb.PredictRequest(model=model, images=images, top_k=5)).timing
-        return c.call("Explain", pb.ExplainRequest(model=model, images=images, method=method)).timing
+        return next(turn).call(name, request).timing
 
     return call
 
 
-def in_process_caller(model_id: str, source: str, store: str, images: list[pb.Image], device: str, dtype: str):
-    """The same decode + preprocess + forward + top-k, with no gRPC in between."""
-    from netscope.server import convert, predict
-    from netscope.server.imaging import DEFAULT_MAX_PIXELS
-    from netscope.server.registry import Registry
+@dataclass
+class InProcessModel:
+    """How to load the in-process copy of a served model (by default as the
+    server loaded it: GetModelInfo reports its settings)."""
 
-    model = Registry(store).load(model_id, source, device=device, dtype=dtype)
+    source: str
+    weights: str = ""
+    device: str = ""
+    dtype: str = ""
+    batching: dict = field(default_factory=dict)
+    channels_last: bool = False
+    compile: str = ""
+    compile_batch_sizes: list[int] = field(default_factory=list)
+    device_decode: bool = False
+    pin_memory: bool = True
 
-    def call():
-        x = convert.images_to_batch(images, model.recipe, max_pixels=DEFAULT_MAX_PIXELS, max_batch=len(images) + 1)
-        predict.predict(model, x, 5)
+    @classmethod
+    def of(cls, info) -> "InProcessModel":
+        weights = "" if info.weights == "checkpoint" else info.weights
+        return cls(info.source, weights, info.device, info.dtype, dict(info.batching), info.channels_last,
+                   info.compile, list(info.compile_batch_sizes), info.device_decode, info.pin_memory)
 
-    return call
+
+class InProcess:
+    """The same request through the server's own code (decode, preprocess,
+    batching, forward or explanation, response message), in this process,
+    with no gRPC in between. Call it for one request's Timing; close() after."""
+
+    def __init__(self, model_id: str, spec: InProcessModel, store: str, rpc: str, images: list[pb.Image],
+                 method: str):
+        from netscope.server.registry import Batching, Registry
+        from netscope.server.service import InspectorService, Limits
+
+        b = spec.batching
+        self.model_id = model_id
+        self.registry = Registry(store)
+        self.registry.load(model_id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype,
+                           batching=Batching(b.get("max_batch_size", 0), b.get("max_delay_ms", 0.0),
+                                             b.get("max_queue", 0)),
+                           channels_last=spec.channels_last, compile=spec.compile,
+                           compile_batch_sizes=spec.compile_batch_sizes, device_decode=spec.device_decode,
+                           pin_memory=spec.pin_memory)
+        self.service = InspectorService(self.registry, Limits(max_batch=max(256, len(images))))
+        self.request = make_request(model_id, rpc, images, method)
+        self.answer = self.service.predict_response if rpc == "predict" else self.service.explain_response
+
+    def __call__(self):
+        from netscope.server.errors import NetscopeError as ServerError
+
+        try:
+            return self.answer(self.request).timing
+        except ServerError as exc:  # counted by status code, as over the wire
+            raise NetscopeError(exc.code, str(exc)) from None
+
+    def close(self) -> None:
+        self.registry.unload(self.model_id)
+        self.service.close()
 
 
 def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", batch=1, concurrency=1,
         duration=10.0, requests=0, inputs=(), warmup=5, in_process=False, source="", store="models",
-        device="", dtype="") -> list[BenchResult]:
+        device="", dtype="", in_process_batch=0, in_process_concurrency=0) -> list[BenchResult]:
     """Benchmark each way asked for; with in_process, the in-process run comes
-    first in the list and the server run after, from the same inputs."""
+    first in the list and the server run after, from the same inputs. The
+    in-process model is loaded as the server's is (GetModelInfo), on `device`
+    as `dtype` when given; it may run its own batch size and number of
+    callers (e.g. one caller with batch 64 against 64 callers of batch 1)."""
     pool = load_inputs(list(inputs))
     images = [pool[i % len(pool)] for i in range(batch)]
     results = []
@@ -132,17 +187,29 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", bat
     try:
         for c in clients:
             c.wait_ready(timeout=120)
+        served = InProcessModel.of(clients[0].model_info(model))
         if in_process:
-            if not source:
-                info = clients[0].model_info(model)
-                source, device, dtype = info.source, device or info.device, dtype or info.dtype
-            call = in_process_caller(model, source, store, images, device, dtype)
-            lat, secs, errs, _ = drive(call, concurrency=concurrency, duration=duration, requests=requests, warmup=warmup)
-            results.append(summarize("in-process", rpc, batch, concurrency, lat, secs, errs, []))
+            spec = InProcessModel.of(clients[0].model_info(model))
+            spec.source = source or spec.source
+            spec.device, spec.dtype = device or spec.device, dtype or spec.dtype
+            local_batch, local_callers = in_process_batch or batch, in_process_concurrency or concurrency
+            local_images = [pool[i % len(pool)] for i in range(local_batch)]
+            local = InProcess(model, spec, store, rpc, local_images, method)
+            try:
+                lat, secs, errs, timings = drive(local, concurrency=local_callers, duration=duration,
+                                                 requests=requests, warmup=warmup)
+            finally:
+                local.close()
+            results.append(summarize("in-process", rpc, local_batch, local_callers, lat, secs, errs, timings))
+            results[-1].model = asdict(spec)
         call = rpc_caller(clients, model, rpc, images, method)
         lat, secs, errs, timings = drive(call, concurrency=concurrency, duration=duration, requests=requests,
                                          warmup=warmup)
         results.append(summarize(",".join(servers), rpc, batch, concurrency, lat, secs, errs, timings))
+        results[-1].model = asdict(served)
+        if rpc == "explain":
+            for r in results:
+                r.method = method
     finally:
         for c in clients:
             c.close()

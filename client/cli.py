@@ -58,8 +58,31 @@ def add_serve(sub) -> None:
     p.add_argument("--allow-download", action="store_true", default=None,
                    help="let LoadModel download pretrained weights that are not in the local torch cache")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this HTTP port")
+    p.add_argument("--decode-threads", type=int,
+                   help="threads that decode and preprocess a request's images in parallel (1: serially; "
+                        "default min(8, cores))")
+    g = p.add_argument_group("per model", "for every model loaded at startup, unless its [[models]] table sets the key")
+    g.add_argument("--max-batch-size", type=int, help="dynamic batching: concurrent requests share device batches "
+                                                      "of up to this many images (default 1: off)")
+    g.add_argument("--max-delay-ms", type=float, help="how long a batch may wait to fill (default 0)")
+    g.add_argument("--max-queue", type=int, help="requests queued for a batch before RESOURCE_EXHAUSTED (default 256)")
+    g.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format")
+    g.add_argument("--compile", metavar="MODE",
+                   help="torch.compile Predict's forward at load: default, reduce-overhead (CUDA graphs), max-autotune, "
+                        "max-autotune-no-cudagraphs")
+    g.add_argument("--compile-batch-sizes", type=int, nargs="+", metavar="N",
+                   help="batch sizes to compile (default 1 and --max-batch-size); others pad up or run eager")
+    g.add_argument("--device-decode", action="store_true", default=None,
+                   help="decode JPEGs on the model's device (nvJPEG on CUDA) and preprocess there")
+    g.add_argument("--no-pin-memory", dest="pin_memory", action="store_false", default=None,
+                   help="no pinned host batches / non-blocking copies (CUDA models)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(run=cmd_serve)
+
+
+# ModelSpec fields that `netscope serve` flags set for every startup model.
+PER_MODEL_FLAGS = ("max_batch_size", "max_delay_ms", "max_queue", "channels_last", "compile", "compile_batch_sizes",
+                   "device_decode", "pin_memory")
 
 
 def server_config(args):
@@ -73,7 +96,15 @@ def server_config(args):
             values = tomllib.loads(args.config.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"netscope serve: cannot read {args.config}: {exc}")
-    models = [ModelSpec(**m) for m in values.pop("models", [])]
+    per_model = {name: getattr(args, name) for name in PER_MODEL_FLAGS if getattr(args, name, None) is not None}
+    spec_keys = {f.name for f in dataclasses.fields(ModelSpec)}
+    models = []
+    for table in values.pop("models", []):
+        unknown = set(table) - spec_keys
+        if unknown:
+            raise SystemExit(f"netscope serve: unknown key(s) {', '.join(sorted(unknown))} in a [[models]] table of "
+                             f"{args.config}; known: {', '.join(sorted(spec_keys))}")
+        models.append(ModelSpec(**{**per_model, **table}))
     known = {f.name for f in dataclasses.fields(ServerConfig)}
     unknown = set(values) - known
     if unknown:
@@ -84,11 +115,13 @@ def server_config(args):
             values[name] = flag
     if args.model:
         try:
-            models = [ModelSpec.parse(m) for m in args.model]
+            models = [dataclasses.replace(ModelSpec.parse(m), **per_model) for m in args.model]
         except ValueError as exc:
             raise SystemExit(f"netscope serve: {exc}")
     config = ServerConfig(**values)
-    config.models = models or default_models(config)
+    if config.decode_threads < 0:
+        raise SystemExit(f"netscope serve: --decode-threads must be >= 0 (1: decode serially); got {config.decode_threads}")
+    config.models = models or [dataclasses.replace(m, **per_model) for m in default_models(config)]
     return config
 
 
@@ -187,11 +220,14 @@ def cmd_load(args) -> int:
         info = c.load_model(args.model, args.source, weights=args.weights, device=args.device, dtype=args.dtype,
                             arch=args.arch, num_classes=args.num_classes, max_batch_size=args.max_batch_size,
                             max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                            channels_last=args.channels_last)
+                            channels_last=args.channels_last, compile=args.compile,
+                            compile_batch_sizes=args.compile_batch_sizes or (), device_decode=args.device_decode,
+                            pin_memory=args.pin_memory)
     if args.json:
         print_json(info)
     else:
         print(f"loaded {info.model}: {info.arch} ({info.weights}) on {info.device} as {info.dtype}"
+              + (f", compiled ({info.compile}) for batch sizes {info.compile_batch_sizes}" if info.compile else "")
               + (f" — {info.note}" if info.note else ""))
     return 0
 
@@ -247,27 +283,38 @@ def cmd_bench(args) -> int:
     from . import bench
 
     servers = args.servers or [DEFAULT_SERVER]
+    for flag, value, low in (("--batch", args.batch, 1), ("--concurrency", args.concurrency, 1),
+                             ("--in-process-batch", args.in_process_batch, 0),
+                             ("--in-process-concurrency", args.in_process_concurrency, 0)):
+        if value < low:
+            print(f"netscope bench: {flag} must be >= {low}; got {value}", file=sys.stderr)
+            return 2
     results = bench.run(servers, args.model, rpc=args.rpc, method=args.method, batch=args.batch,
                         concurrency=args.concurrency, duration=args.duration, requests=args.requests,
                         inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
-                        store=args.store)
+                        store=args.store, device=args.device, dtype=args.dtype,
+                        in_process_batch=args.in_process_batch, in_process_concurrency=args.in_process_concurrency)
     if args.json:
         print_json(results)
         return 0
     rows = []
     for r in results:
         lat = r.latency_ms or {}
-        rows.append([r.target, r.requests, f"{lat.get('p50', 0):.2f}", f"{lat.get('p90', 0):.2f}",
+        rows.append([r.target, r.batch, r.concurrency, r.requests, f"{lat.get('p50', 0):.2f}", f"{lat.get('p90', 0):.2f}",
                      f"{lat.get('p99', 0):.2f}", f"{lat.get('max', 0):.2f}", f"{r.requests_per_s:.1f}",
                      f"{r.images_per_s:.1f}", ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "-"])
-    print(f"{args.rpc} on {args.model}: batch {args.batch}, {args.concurrency} caller(s)")
-    print_table(rows, ["target", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s", "img/s", "errors"])
+    print(f"{args.rpc}{' ' + args.method if args.rpc == 'explain' else ''} on {args.model}")
+    print_table(rows, ["target", "batch", "callers", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s",
+                       "img/s", "errors"])
     for r in results:
         if r.server_ms:
             split = ", ".join(f"{k} {v:.2f}" for k, v in r.server_ms.items() if k != "device_batch_size")
             print(f"server time per request (ms): {split}; mean device batch {r.server_ms['device_batch_size']:.1f}")
     if len(results) == 2 and results[0].latency_ms and results[1].latency_ms:
-        print(f"service / in-process p50: {results[1].latency_ms['p50'] / results[0].latency_ms['p50']:.3f}x")
+        local, remote = results
+        if (local.batch, local.concurrency) == (remote.batch, remote.concurrency):
+            print(f"service / in-process p50: {remote.latency_ms['p50'] / local.latency_ms['p50']:.3f}x")
+        print(f"service / in-process images/s: {remote.images_per_s / local.images_per_s:.3f}x")
     return 0
 
 
@@ -496,6 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-delay-ms", type=float, default=0.0, help="how long a batch may wait to fill")
     p.add_argument("--max-queue", type=int, default=0, help="queued requests before RESOURCE_EXHAUSTED")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument("--compile", default="", metavar="MODE",
+                   help="torch.compile Predict's forward: default, reduce-overhead (CUDA graphs), max-autotune, "
+                        "max-autotune-no-cudagraphs")
+    p.add_argument("--compile-batch-sizes", type=int, nargs="+", metavar="N",
+                   help="batch sizes to compile at load (default 1 and --max-batch-size)")
+    p.add_argument("--device-decode", action="store_true", help="decode JPEGs on the model's device")
+    p.add_argument("--no-pin-memory", dest="pin_memory", action="store_false", default=None,
+                   help="no pinned host batches / non-blocking copies")
     p = client_parser(sub, "unload", "unload a model", cmd_unload)
     p.add_argument("model")
     p = client_parser(sub, "predict", "top-k classes of images", cmd_predict)
@@ -570,6 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the same decode + preprocess + forward in this process, and print the ratio")
     p.add_argument("--source", default="", help="model source for --in-process (default: the server's)")
     p.add_argument("--store", default="models", help="model store for --in-process checkpoints")
+    p.add_argument("--device", default="", help="device of the --in-process model (default: the server's)")
+    p.add_argument("--dtype", default="", help="dtype of the --in-process model (default: the server's)")
+    p.add_argument("--in-process-batch", type=int, default=0, metavar="N",
+                   help="images per in-process request (default --batch), e.g. 64 against 64 callers of batch 1")
+    p.add_argument("--in-process-concurrency", type=int, default=0, metavar="N",
+                   help="in-process callers (default --concurrency)")
     return parser
 
 

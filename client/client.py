@@ -168,6 +168,13 @@ class ModelInfo:
     note: str
     layers: list[Layer] = field(default_factory=list)
     default_cam_layer: str = ""  # where CAMs explain when no layer is named
+    # How it was loaded: dynamic batching and the fast path.
+    batching: dict = field(default_factory=dict)  # max_batch_size, max_delay_ms, max_queue
+    channels_last: bool = False
+    compile: str = ""
+    compile_batch_sizes: list[int] = field(default_factory=list)
+    device_decode: bool = False
+    pin_memory: bool = True
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.name == name)
@@ -184,6 +191,10 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         trainable_parameters=m.trainable_parameters, flops=m.flops, mult_adds=m.mult_adds,
         parameter_bytes=m.parameter_bytes, pretrained=m.pretrained, note=m.note,
         default_cam_layer=m.default_cam_layer,
+        batching={"max_batch_size": m.batching.max_batch_size, "max_delay_ms": m.batching.max_delay_ms,
+                  "max_queue": m.batching.max_queue},
+        channels_last=m.channels_last, compile=m.compile, compile_batch_sizes=list(m.compile_batch_sizes),
+        device_decode=m.device_decode, pin_memory=m.pin_memory,
         layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
                       l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
     )
@@ -350,11 +361,23 @@ class Client:
 
     def load_model(self, model: str, source: str, *, weights: str = "", device: str = "", dtype: str = "",
                    arch: str = "", num_classes: int = 0, max_batch_size: int = 0, max_delay_ms: float = 0.0,
-                   max_queue: int = 0, channels_last: bool = False, timeout: float | None = 600.0) -> ModelInfo:
+                   max_queue: int = 0, channels_last: bool = False, compile: str = "",
+                   compile_batch_sizes: Sequence[int] = (), device_decode: bool = False,
+                   pin_memory: bool | None = None, timeout: float | None = 600.0) -> ModelInfo:
+        """Load a model. Dynamic batching: max_batch_size > 1 (images per
+        device batch), max_delay_ms, max_queue. The fast path, each piece on
+        or off: channels_last; compile ("default", "reduce-overhead",
+        "max-autotune", ...) for Predict at compile_batch_sizes; device_decode
+        (JPEGs decoded on the model's device); pin_memory (None: the server's
+        default, on)."""
         req = pb.LoadModelRequest(model=model, source=source, weights=weights, device=device, dtype=dtype, arch=arch,
                                   num_classes=num_classes, channels_last=channels_last,
                                   batching=pb.BatchingOptions(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                                                              max_queue=max_queue))
+                                                              max_queue=max_queue),
+                                  compile=compile, compile_batch_sizes=list(compile_batch_sizes),
+                                  device_decode=device_decode)
+        if pin_memory is not None:
+            req.pin_memory = pin_memory
         return _model_info(self.call("LoadModel", req, timeout).info)
 
     def unload_model(self, model: str) -> None:
@@ -449,9 +472,20 @@ class Client:
         are ExplainOptions fields: steps, baseline, window, stride, batch_size,
         noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise, seed. Leave an option
         out for the method's default; a count set to 0 is refused (INVALID_ARGUMENT)."""
+        return self.explain_timed(model, images, method=method, target=target, top_k=top_k, layers=layers,
+                                  overlay=overlay, heatmap_png=heatmap_png, colormap=colormap, alpha=alpha,
+                                  faithfulness=faithfulness, timeout=timeout, **options)[0]
+
+    def explain_timed(self, model: str, images, *, method: str = "grad_cam", target: int | str | None = None,
+                      top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,
+                      heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, faithfulness: bool = False,
+                      timeout: float | None = None, **options) -> tuple[list[list[ClassExplanation]], Timing]:
+        """Like explain, with the server's time split (queue time, and the
+        device batch the request rode in when the model batches)."""
         req = explain_request(model, _images(images), method, target, layers, overlay, heatmap_png, colormap, alpha,
                               faithfulness, top_k, options)
-        return _explanations(self.call("Explain", req, timeout))
+        resp = self.call("Explain", req, timeout)
+        return _explanations(resp), Timing.from_proto(resp.timing)
 
     def explain_many(self, items, *, model: str, method: str = "grad_cam", target: int | str | None = None,
                      top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,

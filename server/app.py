@@ -15,6 +15,7 @@ from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
 from .errors import NetscopeError
+from .convert import DEFAULT_DECODE_THREADS
 from .imaging import DEFAULT_MAX_PIXELS
 from .registry import Batching, Registry
 from .service import InspectorService, Limits
@@ -37,6 +38,10 @@ class ModelSpec:
     max_delay_ms: float = 0.0
     max_queue: int = 0
     channels_last: bool = False
+    compile: str = ""  # torch.compile mode of Predict's forward ("": eager)
+    compile_batch_sizes: list[int] = field(default_factory=list)
+    device_decode: bool = False  # JPEGs decoded on the model's device
+    pin_memory: bool = True  # pinned host batches, non-blocking copies (CUDA only)
 
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
@@ -63,6 +68,7 @@ class ServerConfig:
     allow_download: bool = False
     grace_s: float = 30.0
     metrics_port: int = 0  # Prometheus /metrics over HTTP; 0: off
+    decode_threads: int = DEFAULT_DECODE_THREADS  # decode + preprocess a request's images in parallel; 1: serially
 
 
 class Server:
@@ -79,7 +85,10 @@ class Server:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
         )
-        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit))
+        if config.decode_threads < 0:
+            raise ValueError(f"decode_threads must be >= 0 (0 or 1: decode serially); got {config.decode_threads}")
+        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit),
+                                        decode_threads=config.decode_threads)
         pb_grpc.add_InspectorServicer_to_server(self.service, self.grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -111,7 +120,9 @@ class Server:
         for spec in self.config.models:
             self.registry.load(spec.id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype,
                                batching=Batching(spec.max_batch_size, spec.max_delay_ms, spec.max_queue),
-                               channels_last=spec.channels_last)
+                               channels_last=spec.channels_last, compile=spec.compile,
+                               compile_batch_sizes=spec.compile_batch_sizes, device_decode=spec.device_decode,
+                               pin_memory=spec.pin_memory)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s", ", ".join(m.id for m in self.registry.list()) or "no models yet")
         return self
@@ -123,6 +134,7 @@ class Server:
         self.health.enter_graceful_shutdown()
         log.info("draining in-flight calls (up to %.0f s)", self.config.grace_s if grace is None else grace)
         self.grpc.stop(self.config.grace_s if grace is None else grace).wait()
+        self.service.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         log.info("stopped")

@@ -1,126 +1,195 @@
 """Dynamic batching: concurrent requests on one model share one device batch.
 
-Each model with max_batch_size > 1 gets a Batcher: requests queue their
-preprocessed images; one worker thread takes the oldest, waits at most
-max_delay_ms for more (up to max_batch_size images), runs one forward pass and
-hands each request its own rows. With batching off, requests run the forward
-themselves: no queue hop, no added latency.
+Each model with max_batch_size > 1 gets a Batcher. A request hands it its
+preprocessed images and a `Work`: what to compute on a batch (the forward
+pass for Predict, one explanation for Explain) and a key saying which
+requests may share a batch (Predict with Predict; Explain only with Explain
+calls asking for the same explanation). A worker takes the oldest waiting
+request, waits until max_delay_ms after that request arrived for more of the
+same key (up to max_batch_size images), runs the work once on the
+concatenated batch and hands each request its own rows. Requests of other
+keys keep their place in line.
+
+Two workers per model: while one runs a batch (or a long explanation), the
+other gathers the next one, so a Predict is not stuck behind a Score-CAM and
+the device gets the next batch as soon as it is free.
+
+With batching off, or for a request already as large as a batch, the work
+runs in the caller's thread: no queue hop, no added latency. If a shared
+batch fails, each of its requests runs again alone, so one request's bad
+input (or a batch too large for device memory) fails only that request.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import torch
 
 from .errors import ResourceExhausted, Unavailable
+from .transfer import cat
 
 if TYPE_CHECKING:
-    from .registry import LoadedModel
+    from .registry import Batching, LoadedModel
 
 DEFAULT_MAX_QUEUE = 256
+WORKERS = 2
+
+
+@dataclass(frozen=True)
+class Work:
+    """What to compute on a batch of preprocessed images.
+
+    `run` takes an (N, C, H, W) batch and returns a result covering its N
+    images; `rows(result, start, stop)` cuts one request's share out of it.
+    Requests whose `key`s are equal (and whose images have one shape) may
+    share a batch; key None means: never batch this one, run it alone."""
+
+    rpc: str
+    key: Hashable | None
+    run: Callable[[torch.Tensor], Any]
+    rows: Callable[[Any, int, int], Any]
 
 
 @dataclass
 class Batched:
     """One request's share of a device batch."""
 
-    logits: torch.Tensor  # (n, classes) float32, CPU
+    value: Any  # Work.rows of the batch's result
     queue_ms: float
     compute_ms: float
     device_batch_size: int
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the queue removes exactly this request
 class _Item:
     x: torch.Tensor
+    work: Work
+    key: tuple
     future: Future = field(default_factory=Future)
     queued: float = field(default_factory=time.perf_counter)
 
-
-def run_forward(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model.forward(x).cpu()
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
 
 
 class Batcher:
-    def __init__(self, model: LoadedModel):
-        self.model = model
-        cfg = model.batching
+    """The batcher of one model. `pin`: concatenate host batches in pinned memory."""
+
+    def __init__(self, model_id: str, cfg: Batching, *, pin: bool = False):
+        self.model_id = model_id
+        self.pin = pin
         self.max_batch = max(1, cfg.max_batch_size)
         self.max_delay = max(0.0, cfg.max_delay_ms) / 1e3
-        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=cfg.max_queue or DEFAULT_MAX_QUEUE)
+        self.max_queue = cfg.max_queue or DEFAULT_MAX_QUEUE
+        self._pending: list[_Item] = []  # oldest first, not yet in a batch
+        self._gathering: set[tuple] = set()  # keys a worker is filling a batch for
+        self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{model.id}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name=f"batcher-{model_id}-{i}", daemon=True)
+                         for i in range(WORKERS)]
+        for t in self._threads:
+            t.start()
 
-    def submit(self, x: torch.Tensor) -> Future:
-        if self._closed:
-            raise Unavailable(f"model {self.model.id!r} is being unloaded")
-        item = _Item(x)
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            raise ResourceExhausted(
-                f"model {self.model.id!r} has {self._queue.maxsize} requests queued; retry later or raise max_queue"
-            ) from None
+    def submit(self, x: torch.Tensor, work: Work) -> Future:
+        item = _Item(x, work, (work.rpc, work.key, tuple(x.shape[1:]), x.dtype, x.device))
+        with self._cond:
+            if self._closed:
+                raise Unavailable(f"model {self.model_id!r} is being unloaded")
+            if len(self._pending) >= self.max_queue:
+                raise ResourceExhausted(f"model {self.model_id!r} has {len(self._pending)} requests queued; "
+                                        f"retry later or raise max_queue")
+            self._pending.append(item)
+            self._cond.notify_all()
         return item.future
 
-    def depth(self) -> int:
-        return self._queue.qsize()
+    def depth(self) -> dict[str, int]:
+        """Requests waiting for a batch, by RPC."""
+        with self._cond:
+            return dict(Counter(i.work.rpc for i in self._pending))
 
     def close(self) -> None:
-        self._closed = True
-        self._queue.put(None)
+        """Stop taking requests; the workers finish what is queued, then exit."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def _loop(self) -> None:
-        carry: _Item | None = None
         while True:
-            first = carry or self._queue.get()
-            carry = None
-            if first is None:
+            items = self._gather()
+            if items is None:
                 return
-            items, size = [first], first.x.shape[0]
-            deadline = time.perf_counter() + self.max_delay
-            while size < self.max_batch:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                if size + nxt.x.shape[0] > self.max_batch or nxt.x.shape[1:] != first.x.shape[1:]:
-                    carry = nxt  # starts the next batch
-                    break
-                items.append(nxt)
-                size += nxt.x.shape[0]
-            self._run(items, size)
+            self._run(items)
 
-    def _run(self, items: list[_Item], size: int) -> None:
+    def _gather(self) -> list[_Item] | None:
+        with self._cond:
+            while True:
+                first = next((i for i in self._pending if i.key not in self._gathering), None)
+                if first is not None:
+                    break
+                if self._closed and not self._pending:
+                    return None
+                self._cond.wait()
+            self._pending.remove(first)
+            self._gathering.add(first.key)
+            items, size = [first], first.n
+            deadline = first.queued + self.max_delay
+            try:
+                while size < self.max_batch:
+                    full = False
+                    for item in [i for i in self._pending if i.key == first.key]:
+                        if size + item.n > self.max_batch:
+                            full = True  # it starts the next batch
+                            break
+                        self._pending.remove(item)
+                        items.append(item)
+                        size += item.n
+                    left = deadline - time.perf_counter()
+                    if full or size >= self.max_batch or left <= 0 or self._closed:
+                        break
+                    self._cond.wait(left)
+            finally:
+                self._gathering.discard(first.key)
+                self._cond.notify_all()
+            return items
+
+    def _run(self, items: list[_Item]) -> None:
         start = time.perf_counter()
+        work = items[0].work
+        size = sum(i.n for i in items)
         try:
-            logits = run_forward(self.model, torch.cat([i.x for i in items]) if len(items) > 1 else items[0].x)
-        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
+            x = cat([i.x for i in items], pin=self.pin) if len(items) > 1 else items[0].x
+            result = work.run(x)
+        except BaseException as exc:  # noqa: BLE001 - a shared batch failed: find out whose it was
+            if len(items) == 1:
+                items[0].future.set_exception(exc)
+                return
             for i in items:
-                i.future.set_exception(exc)
+                self._run([i])
             return
         compute_ms = (time.perf_counter() - start) * 1e3
         offset = 0
         for i in items:
-            n = i.x.shape[0]
-            i.future.set_result(Batched(logits[offset : offset + n], (start - i.queued) * 1e3, compute_ms, size))
-            offset += n
+            try:
+                share = work.rows(result, offset, offset + i.n)
+            except BaseException as exc:  # noqa: BLE001
+                i.future.set_exception(exc)
+            else:
+                i.future.set_result(Batched(share, (start - i.queued) * 1e3, compute_ms, size))
+            offset += i.n
 
 
-def forward(model: LoadedModel, batcher: Batcher | None, x: torch.Tensor) -> Batched:
-    """Logits for x, through the model's batcher when it has one."""
-    if batcher is None or x.shape[0] >= batcher.max_batch:
+def run(model: LoadedModel, x: torch.Tensor, work: Work) -> Batched:
+    """`work` on x, through the model's batcher when it has one and the work
+    may be batched; otherwise right here."""
+    batcher = model.batcher
+    if batcher is None or work.key is None or x.shape[0] >= batcher.max_batch:
         start = time.perf_counter()
-        logits = run_forward(model, x)
-        return Batched(logits, 0.0, (time.perf_counter() - start) * 1e3, x.shape[0])
-    return batcher.submit(x).result()
+        result = work.run(x)
+        return Batched(work.rows(result, 0, x.shape[0]), 0.0, (time.perf_counter() - start) * 1e3, x.shape[0])
+    return batcher.submit(x, work).result()

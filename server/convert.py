@@ -6,7 +6,7 @@ encoded or as tensors and leave here as one preprocessed float32 CPU batch.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 
 from netscope.v1 import inspector_pb2 as pb
 
-from . import imaging
+from . import device_decode, imaging, transfer
 from .errors import InvalidArgument, ResourceExhausted, closest
 from .imaging import Preprocessing
 from .inspect import DEFAULT_MAX_TILES, GridSpec
@@ -32,8 +32,15 @@ _NUMPY = {
 }
 _PROTO = {d.name: k for k, d in _NUMPY.items()}
 
-# cv2 releases the GIL: decode a batch's images in parallel.
-_decoder = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="decode")
+# cv2 releases the GIL: a small shared pool decodes and preprocesses a
+# request's images in parallel.
+DEFAULT_DECODE_THREADS = max(2, min(8, os.cpu_count() or 2))
+
+
+def decode_pool(threads: int) -> ThreadPoolExecutor | None:
+    """The pool images_to_batch decodes in; None (serial, in the calling
+    thread) for 0 or 1 threads."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") if threads > 1 else None
 
 
 def tensor_to_proto(t) -> pb.Tensor:
@@ -100,21 +107,38 @@ def _one_image(index: int, image: pb.Image, recipe: Preprocessing, max_pixels: i
 
 
 def images_to_batch(images: Sequence[pb.Image], recipe: Preprocessing, *, max_pixels: int,
-                    max_batch: int) -> torch.Tensor:
-    """Decode and preprocess a request's images into one (N, C, H, W) float32 CPU batch."""
+                    max_batch: int, pool: Executor | None = None, device: torch.device | None = None,
+                    pin: bool = False) -> torch.Tensor:
+    """Decode and preprocess a request's images into one (N, C, H, W) float32 batch.
+
+    pool: decode the images in it (else one after the other, here). device:
+    decode the JPEGs there with torchvision (device_decode.py) and return the
+    batch there; the other images go the OpenCV way and join them in one copy.
+    pin: assemble the host batch in pinned memory (CUDA models). Errors name
+    the offending image's index."""
     n = len(images)
     if n == 0:
         raise InvalidArgument("empty batch: send at least one image")
     if n > max_batch:
         raise ResourceExhausted(f"batch of {n} images is over the server's limit of {max_batch} per request; split it")
-    if n == 1:
-        tensors = [_one_image(0, images[0], recipe, max_pixels)]
+    on_device: dict[int, torch.Tensor] = {}
+    if device is not None:
+        jpegs = {i: im.encoded for i, im in enumerate(images) if im.WhichOneof("source") == "encoded"}
+        on_device = device_decode.decode_and_preprocess(jpegs, recipe, device, max_pixels)
+    rest = [i for i in range(n) if i not in on_device]
+    if pool is None or len(rest) < 2:
+        host = [_one_image(i, images[i], recipe, max_pixels) for i in rest]
     else:
-        tensors = list(_decoder.map(lambda i: _one_image(i, images[i], recipe, max_pixels), range(n)))
-    shapes = {tuple(t.shape) for t in tensors}
+        host = list(pool.map(lambda i: _one_image(i, images[i], recipe, max_pixels), rest))
+    shapes = {tuple(t.shape) for t in host} | {tuple(t.shape) for t in on_device.values()}
     if len(shapes) > 1:
         raise InvalidArgument(f"images of one request must preprocess to one shape; got {sorted(shapes)}")
-    return torch.stack(tensors)
+    if not on_device:
+        return transfer.stack(host, pin=pin)
+    if not host:
+        return torch.stack([on_device[i] for i in range(n)])
+    moved = iter(transfer.stack(host, pin=pin).to(device, non_blocking=pin).unbind(0))
+    return torch.stack([on_device[i] if i in on_device else next(moved) for i in range(n)])
 
 
 # ---------------------------------------------------------------- inspection

@@ -91,25 +91,41 @@ def as_rgb(pixels: np.ndarray, index: int = 0) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
+def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(new_h, new_w) when the shorter side is resized to `size` (0: unchanged),
+    aspect kept and rounded. The one rule for every decode path."""
+    if size <= 0 or min(height, width) == size:
+        return height, width
+    scale = size / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_shorter(rgb: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
     h, w = rgb.shape[:2]
-    if size <= 0 or min(h, w) == size:
+    new_h, new_w = resized_size(h, w, size)
+    if (new_h, new_w) == (h, w):
         return rgb
-    scale = size / min(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     # INTER_AREA when shrinking approximates torchvision's antialiased resize.
-    flag = cv2.INTER_AREA if scale < 1 else _INTERPOLATION.get(interpolation, cv2.INTER_LINEAR)
+    flag = cv2.INTER_AREA if size < min(h, w) else _INTERPOLATION.get(interpolation, cv2.INTER_LINEAR)
     return cv2.resize(rgb, (new_w, new_h), interpolation=flag)
+
+
+def crop_box(height: int, width: int, crop: tuple[int, int]) -> tuple[tuple[int, int, int, int], int, int]:
+    """Where a centre crop of (ch, cw) lies: the zero padding (top, bottom,
+    left, right) that first brings a smaller image up to the crop, as
+    torchvision's CenterCrop does, then the crop's top-left corner."""
+    ch, cw = crop
+    top_pad, left_pad = max(0, (ch - height) // 2), max(0, (cw - width) // 2)
+    pad = (top_pad, max(0, ch - height - top_pad), left_pad, max(0, cw - width - left_pad))
+    h, w = height + pad[0] + pad[1], width + pad[2] + pad[3]
+    return pad, int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
 
 
 def center_crop(rgb: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     ch, cw = crop
-    h, w = rgb.shape[:2]
-    if h < ch or w < cw:  # pad like torchvision's CenterCrop
-        top, left = max(0, (ch - h) // 2), max(0, (cw - w) // 2)
-        rgb = cv2.copyMakeBorder(rgb, top, max(0, ch - h - top), left, max(0, cw - w - left), cv2.BORDER_CONSTANT)
-        h, w = rgb.shape[:2]
-    top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+    pad, top, left = crop_box(rgb.shape[0], rgb.shape[1], crop)
+    if any(pad):
+        rgb = cv2.copyMakeBorder(rgb, *pad, cv2.BORDER_CONSTANT)
     return rgb[top : top + ch, left : left + cw]
 
 

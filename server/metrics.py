@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PHASES = ("queue", "preprocess", "compute", "postprocess")
+BATCHED_RPCS = ("Predict", "Explain")  # the RPCs that ride a model's dynamic batcher
 
 
 class Metrics:
@@ -29,8 +30,9 @@ class Metrics:
                                ["rpc", "model", "phase"], buckets=_SECONDS, registry=r)
         self.images = Counter("netscope_inference_count", "images processed", ["rpc", "model"], registry=r)
         self.batch = Histogram("netscope_batch_size", "images in the device batch a request rode in",
-                               ["model"], buckets=_BATCH, registry=r)
-        self._queue = Gauge("netscope_queue_depth", "requests waiting for a dynamic batch", ["model"], registry=r)
+                               ["rpc", "model"], buckets=_BATCH, registry=r)
+        self._queue = Gauge("netscope_queue_depth", "requests waiting for a dynamic batch, by RPC (Predict, Explain)",
+                            ["rpc", "model"], registry=r)
         self._gpu = Gauge("netscope_gpu_memory_used_bytes", "device memory held by torch", ["device"], registry=r)
 
     def observe(self, rpc: str, model: str, code: str, seconds: float, timing=None, images: int = 0) -> None:
@@ -38,16 +40,22 @@ class Metrics:
         self.duration.labels(rpc, model).observe(seconds)
         if images:
             self.images.labels(rpc, model).inc(images)
-        if timing is not None and timing.device_batch_size:
-            for p in PHASES:
-                self.phase.labels(rpc, model, p).observe(getattr(timing, f"{p}_ms") / 1e3)
-            self.batch.labels(model).observe(timing.device_batch_size)
+        if timing is None:
+            return
+        phases = {p: getattr(timing, f"{p}_ms") for p in PHASES}
+        if any(phases.values()):  # every RPC that runs the model splits its time
+            for p, ms in phases.items():
+                self.phase.labels(rpc, model, p).observe(ms / 1e3)
+        if timing.device_batch_size:
+            self.batch.labels(rpc, model).observe(timing.device_batch_size)
 
     def refresh(self) -> None:
         """Point-in-time values, read when Prometheus scrapes."""
+        self._queue.clear()  # unloaded models drop out
         for m in self._models():
-            depth = m.batcher.depth() if m.batcher is not None else 0
-            self._queue.labels(m.id).set(depth)
+            depth = m.batcher.depth() if m.batcher is not None else {}
+            for rpc in BATCHED_RPCS:
+                self._queue.labels(rpc, m.id).set(depth.get(rpc, 0))
         if torch.cuda.is_available():
             for i in range(torch.cuda.device_count()):
                 self._gpu.labels(f"cuda:{i}").set(torch.cuda.memory_allocated(i))

@@ -32,13 +32,18 @@ def resolve_k(k: int, num_classes: int) -> int:
     return k
 
 
+def logits_work(model: LoadedModel) -> batching.Work:
+    """The forward pass as batchable work: every Predict on a model may share a batch."""
+    return batching.Work("Predict", "logits", model.infer, lambda logits, start, stop: logits[start:stop])
+
+
 def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: bool = False
             ) -> tuple[list[Prediction], Batched]:
     """Top-k of each image of a preprocessed (N, C, H, W) batch, in batch order,
     through the model's dynamic batcher when it has one."""
     k = resolve_k(k, model.num_classes)
-    run = batching.forward(model, model.batcher, x)
-    return top_k(model, run.logits, k, return_probabilities), run
+    run = batching.run(model, x, logits_work(model))
+    return top_k(model, run.value, k, return_probabilities), run
 
 
 def top_k(model: LoadedModel, logits: torch.Tensor, k: int, return_probabilities: bool) -> list[Prediction]:

@@ -12,12 +12,15 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torchvision
 from torch import nn
 
+from . import compiled, transfer
 from .batching import Batcher
+from .compiled import CompiledForward
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest
 from .imaging import Preprocessing
 from .summary import Summary, summarize
@@ -29,6 +32,8 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 # "none" weights are initialised from this seed, so the same arch always gives
 # the same untrained model (reproducible answers, comparable in tests).
 INIT_SEED = 0
+MAX_BATCH_SIZE = 1024
+MAX_DELAY_MS = 10_000.0
 
 
 def torchvision_architectures() -> list[str]:
@@ -111,6 +116,10 @@ class LoadedModel:
     batching: Batching = field(default_factory=Batching)
     summary: Summary | None = None
     batcher: Batcher | None = None  # set when batching.max_batch_size > 1
+    device_decode: bool = False  # JPEGs decoded (and preprocessed) on the model's device
+    pin_memory: bool = True  # host batches in pinned memory, copied non-blocking (CUDA only)
+    compile: str = ""  # torch.compile mode of Predict's forward ("": eager)
+    compiled: CompiledForward | None = None
     # Serialises work that must alter the module for a moment (e.g. Captum
     # methods that register their own hooks); plain forwards don't take it.
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -123,17 +132,44 @@ class LoadedModel:
     def input_size(self) -> tuple[int, int, int]:
         return self.recipe.input_size
 
+    @property
+    def pinned(self) -> bool:
+        """Whether host batches for this model are assembled in pinned memory."""
+        return self.pin_memory and transfer.can_pin(self.device)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """A CPU float batch -> this model's device, dtype and memory format."""
-        fmt = torch.channels_last if self.channels_last and x.dim() == 4 else torch.contiguous_format
-        return x.to(self.device, non_blocking=True).to(dtype=self.dtype, memory_format=fmt)
+        """A float batch -> this model's device (one copy, non-blocking from
+        pinned memory), dtype and memory format."""
+        fmt = self.memory_format if x.dim() == 4 else torch.contiguous_format
+        return transfer.to_device(x, self.device, self.dtype, fmt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits as float32 on the model's device (call under inference_mode or enable_grad)."""
+        """Logits as float32 on the model's device, through the eager module
+        (call under inference_mode or enable_grad)."""
         out = self.module(self.to_device(x))
         if not isinstance(out, torch.Tensor):  # GoogLeNet/Inception namedtuples in train mode
             out = out[0]
         return out.float()
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits as float32 on the host, for Predict: through the compiled
+        forward when the model has one and a compiled batch size holds x."""
+        with torch.inference_mode():
+            if self.compiled is not None:
+                logits = self.compiled(self.to_device(x))
+                if logits is not None:
+                    return logits
+            return self.forward(x).cpu()
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        if self.compiled is not None:
+            self.compiled.close()
 
     def describe(self, input_size: tuple[int, ...] | None = None) -> Summary:
         if input_size is None or tuple(input_size) == tuple(self.input_size):
@@ -211,23 +247,35 @@ class Registry:
 
     def load(self, model_id: str, source: str, *, weights: str = "", device: str = "", dtype: str = "",
              arch: str = "", num_classes: int = 0, batching: Batching | None = None,
-             channels_last: bool = False) -> LoadedModel:
+             channels_last: bool = False, compile: str = "", compile_batch_sizes: Sequence[int] = (),
+             device_decode: bool = False, pin_memory: bool = True) -> LoadedModel:
+        """Build, place and warm up a model. The fast-path pieces (channels-last,
+        compile, device decode, pinned memory) are each on or off per model."""
         if not model_id or not all(c.isalnum() or c in "-_." for c in model_id):
             raise InvalidArgument(f"model id {model_id!r} must be non-empty letters, digits, '-', '_' or '.'")
         if not source:
             raise InvalidArgument("no source: name a torchvision architecture or a checkpoint in the model store")
         dev = resolve_device(device or self.default_device)
         dt = resolve_dtype(dtype or self.default_dtype)
+        batching = check_batching(batching or Batching())
+        mode = compiled.check_mode(compile)
+        buckets = compiled.buckets_for(mode, compile_batch_sizes, batching.max_batch_size)
         with self._lock:
             if model_id in self._models or model_id in self._loading:
                 raise AlreadyExists(f"a model with id {model_id!r} is already loaded; unload it first or choose another id")
             self._loading.add(model_id)
         try:
             loaded = self._build(model_id, source, weights, arch, num_classes)
-            loaded.batching = batching or Batching()
+            loaded.batching = batching
+            loaded.device_decode, loaded.pin_memory = device_decode, pin_memory
+            if device_decode and dev.type != "cuda":
+                log.warning("%s: device_decode on %s decodes JPEGs with torchvision one after the other; "
+                            "the OpenCV pool is faster there (the option is meant for CUDA)", model_id, dev)
             self._place(loaded, dev, dt, channels_last)
+            if mode:
+                self._compile(loaded, mode, buckets)
             if loaded.batching.max_batch_size > 1:
-                loaded.batcher = Batcher(loaded)
+                loaded.batcher = Batcher(loaded.id, loaded.batching, pin=loaded.pinned)
             with self._lock:
                 self._models[model_id] = loaded
             log.info("loaded %s: %s (%s) on %s as %s%s", model_id, loaded.source, loaded.weights, dev,
@@ -241,8 +289,7 @@ class Registry:
         model = self.get(model_id)
         with self._lock:
             self._models.pop(model_id, None)
-        if model.batcher is not None:
-            model.batcher.close()
+        model.close()
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -346,6 +393,32 @@ class Registry:
             raise FailedPrecondition(
                 f"{loaded.source} does not run on {device} as {str(dtype).replace('torch.', '')}: {str(exc).splitlines()[0]}"
             ) from None
+
+    def _compile(self, loaded: LoadedModel, mode: str, buckets: tuple[int, ...]) -> None:
+        """torch.compile Predict's forward and compile every bucket now, so the
+        first request is not slow; a model that does not compile is not loaded."""
+        loaded.compile = mode
+        loaded.compiled = CompiledForward(loaded.module, mode, buckets, input_size=loaded.input_size,
+                                          device=loaded.device, dtype=loaded.dtype,
+                                          memory_format=loaded.memory_format, name=loaded.id)
+        seconds = loaded.compiled.warm_up()
+        log.info("compiled %s (%s, %s) for batch sizes %s in %.1f s", loaded.id, mode, loaded.compiled.backend,
+                 ", ".join(map(str, buckets)), seconds)
+
+
+def check_batching(b: Batching) -> Batching:
+    """Batching options in range, or InvalidArgument saying what would work."""
+    for name, value, kinds in (("max_batch_size", b.max_batch_size, (int,)), ("max_queue", b.max_queue, (int,)),
+                               ("max_delay_ms", b.max_delay_ms, (int, float))):
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise InvalidArgument(f"{name} must be a number; got {value!r}")
+    if b.max_batch_size < 0 or b.max_batch_size > MAX_BATCH_SIZE:
+        raise InvalidArgument(f"max_batch_size must be 0..{MAX_BATCH_SIZE} (0 or 1: no dynamic batching); got {b.max_batch_size}")
+    if not 0.0 <= b.max_delay_ms <= MAX_DELAY_MS:  # also refuses NaN
+        raise InvalidArgument(f"max_delay_ms must be 0..{MAX_DELAY_MS:g}; got {b.max_delay_ms}")
+    if b.max_queue < 0:
+        raise InvalidArgument(f"max_queue must be >= 0 (0: the server default); got {b.max_queue}")
+    return Batching(max(1, b.max_batch_size), b.max_delay_ms, b.max_queue)
 
 
 def _load_state(module: nn.Module, state: dict, name: str) -> None:

@@ -11,11 +11,11 @@ import grpc
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from . import convert, explain, faithfulness, inspect, predict
+from . import convert, explain, explain_batching, faithfulness, inspect, predict
 from .errors import NetscopeError, status_of
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import Metrics
-from .stream import ExplainStream
+from .stream import ExplainStream, spec_key
 from .registry import Batching, LoadedModel, Registry, our_architectures, torchvision_architectures
 from .summary import Summary
 
@@ -95,6 +95,9 @@ def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
         default_cam_layer=default_cam_layer(m),
         batching=pb.BatchingOptions(max_batch_size=m.batching.max_batch_size, max_delay_ms=m.batching.max_delay_ms,
                                     max_queue=m.batching.max_queue),
+        channels_last=m.channels_last, compile=m.compile,
+        compile_batch_sizes=list(m.compiled.buckets) if m.compiled is not None else [],
+        device_decode=m.device_decode, pin_memory=m.pin_memory,
     )
 
 
@@ -106,14 +109,24 @@ def default_cam_layer(m: LoadedModel) -> str:
 
 
 class InspectorService(pb_grpc.InspectorServicer):
-    def __init__(self, registry: Registry, limits: Limits | None = None, metrics: Metrics | None = None):
+    def __init__(self, registry: Registry, limits: Limits | None = None, metrics: Metrics | None = None,
+                 decode_threads: int = convert.DEFAULT_DECODE_THREADS):
         self.registry = registry
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics(registry.list)
+        self.decoder = convert.decode_pool(decode_threads)
         self.stream = ExplainStream(self.explain_response, max_images=min(32, self.limits.max_batch))
 
     def batch(self, m: LoadedModel, images):
-        return convert.images_to_batch(images, m.recipe, max_pixels=self.limits.max_pixels, max_batch=self.limits.max_batch)
+        """A request's images as one preprocessed batch, the way the model asked
+        for them (decoded on its device, in pinned memory)."""
+        return convert.images_to_batch(images, m.recipe, max_pixels=self.limits.max_pixels,
+                                       max_batch=self.limits.max_batch, pool=self.decoder,
+                                       device=m.device if m.device_decode else None, pin=m.pinned)
+
+    def close(self) -> None:
+        if self.decoder is not None:
+            self.decoder.shutdown(wait=False)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -131,7 +144,9 @@ class InspectorService(pb_grpc.InspectorServicer):
         m = self.registry.load(
             request.model, request.source, weights=request.weights, device=request.device, dtype=request.dtype,
             arch=request.arch, num_classes=request.num_classes, channels_last=request.channels_last,
-            batching=Batching(max(1, b.max_batch_size), b.max_delay_ms, b.max_queue),
+            batching=Batching(b.max_batch_size, b.max_delay_ms, b.max_queue), compile=request.compile,
+            compile_batch_sizes=list(request.compile_batch_sizes), device_decode=request.device_decode,
+            pin_memory=request.pin_memory if request.HasField("pin_memory") else True,
         )
         return pb.LoadModelResponse(info=model_info(m, m.describe()))
 
@@ -149,6 +164,10 @@ class InspectorService(pb_grpc.InspectorServicer):
 
     @rpc
     def Predict(self, request, context):
+        return self.predict_response(request)
+
+    def predict_response(self, request: pb.PredictRequest) -> pb.PredictResponse:
+        """Predict without gRPC around it (the RPC, and `netscope bench --in-process`)."""
         m = self.registry.get(request.model)
         clock = Clock()
         x = self.batch(m, request.images)
@@ -228,14 +247,19 @@ class InspectorService(pb_grpc.InspectorServicer):
         return self.stream.run(request_iterator, context)
 
     def explain_response(self, request: pb.ExplainRequest) -> pb.ExplainResponse:
+        """Explain without gRPC around it (the RPC, the stream, and `netscope
+        bench --in-process`): through the model's batcher, with concurrent
+        requests asking for the same explanation."""
         m = self.registry.get(request.model)
         clock = Clock()
         x = self.batch(m, request.images)
         clock.lap("preprocess")
-        result = explain.explain(m.module, m.to_device(x), request.method, targets=convert.explain_target(request.target),
-                                 layers=list(request.layers) or None, options=convert.explain_options(request.options),
-                                 arch=m.arch, class_names=m.class_names)
+        run = explain_batching.explain_batched(
+            m, x, spec_key(request), request.method, targets=convert.explain_target(request.target),
+            layers=list(request.layers) or None, options=convert.explain_options(request.options))
+        result = run.value
         clock.lap("compute")
+        clock.timing.queue_ms, clock.timing.compute_ms = run.queue_ms, run.compute_ms
         out = pb.ExplainResponse(method=result.method, layers=result.layers)
         for image, classes in zip(x, result.images):
             item = out.explanations.add()
@@ -244,6 +268,6 @@ class InspectorService(pb_grpc.InspectorServicer):
                           if request.options.faithfulness else None)
                 item.classes.append(convert.class_map_to_proto(cm, image, m.recipe, request, scores))
         clock.lap("postprocess")
-        clock.timing.device_batch_size = len(x)
+        clock.timing.device_batch_size = run.device_batch_size
         out.timing.CopyFrom(clock.timing)
         return out

@@ -102,3 +102,121 @@ def test_bench_reports_in_process_and_service(run_cli, photo_files):
     assert code == 0 and "service / in-process p50" in out
     code, _, err = run_cli("bench", "--model", "nope", "--requests", "1")
     assert code == 1 and "NOT_FOUND" in err
+
+
+def test_bench_in_process_runs_the_same_explanation(run_cli, photo_files):
+    args = ["bench", "--model", "mnv3", "--rpc", "explain", "--requests", "2", "--warmup", "0", "--in-process",
+            "--input", str(photo_files["chelsea"]), "--json"]
+    code, out, err = run_cli(*args, "--method", "eigen_cam")
+    assert code == 0, err
+    local, remote = json.loads(out)
+    assert local["method"] == remote["method"] == "eigen_cam"
+    assert not local["errors"] and local["server_ms"]["compute"] > 0 and local["server_ms"]["device_batch_size"] == 1
+    # A method only an explanation can refuse: both ways refuse it the same way.
+    code, out, err = run_cli(*args, "--method", "no_such_method")
+    assert code == 0, err
+    local, remote = json.loads(out)
+    assert local["errors"] == remote["errors"] == {"INVALID_ARGUMENT": 2}
+
+
+def test_bench_in_process_batch_device_and_dtype(run_cli, client, photo_files):
+    client.load_model("mnv3bench", "mobilenet_v3_small", max_batch_size=4, max_delay_ms=100)
+    try:
+        code, out, err = run_cli("bench", "--model", "mnv3bench", "--requests", "8", "--warmup", "0",
+                                 "--concurrency", "4", "--in-process", "--in-process-batch", "4",
+                                 "--in-process-concurrency", "1", "--dtype", "bfloat16", "--device", "cpu",
+                                 "--input", str(photo_files["chelsea"]), "--json")
+        assert code == 0, err
+        local, remote = json.loads(out)
+        assert (local["batch"], local["concurrency"], local["requests"]) == (4, 1, 8)
+        assert local["server_ms"]["device_batch_size"] == 4  # one caller's batch of 4 is a full device batch
+        assert local["model"]["dtype"] == "bfloat16" and remote["model"]["dtype"] == "float32"
+        assert local["model"]["batching"]["max_batch_size"] == 4  # otherwise loaded as the server's
+        assert (remote["batch"], remote["concurrency"]) == (1, 4) and not remote["errors"]
+        code, out, _ = run_cli("bench", "--model", "mnv3bench", "--requests", "4", "--warmup", "0", "--concurrency",
+                               "4", "--in-process", "--in-process-batch", "4", "--in-process-concurrency", "1")
+        assert code == 0 and "service / in-process images/s" in out and "p50:" not in out
+    finally:
+        client.unload_model("mnv3bench")
+    code, _, err = run_cli("bench", "--model", "mnv3", "--batch", "0")
+    assert code == 2 and "--batch must be >= 1" in err
+
+
+def test_load_fast_path_flags_and_bad_values(run_cli, monkeypatch):
+    from netscope.server.compiled import BACKEND_ENV
+
+    monkeypatch.setenv(BACKEND_ENV, "aot_eager")  # the loading path, not inductor's compile time
+    code, out, err = run_cli("load", "fastcnn", "simple_cnn", "--compile", "default", "--compile-batch-sizes", "1",
+                             "2", "--device-decode", "--no-pin-memory", "--max-batch-size", "2", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert (info["compile"], info["compile_batch_sizes"], info["device_decode"], info["pin_memory"]) == \
+        ("default", [1, 2], True, False)
+    assert info["batching"]["max_batch_size"] == 2
+    code, out, _ = run_cli("unload", "fastcnn")
+    assert code == 0
+    for flags, words in [(["--compile", "turbo"], "unknown compile mode"),
+                         (["--max-batch-size", "-1"], "max_batch_size must be"),
+                         (["--max-delay-ms", "-5"], "max_delay_ms must be"),
+                         (["--max-delay-ms", "nan"], "max_delay_ms must be"),
+                         (["--max-queue", "-1"], "max_queue must be")]:
+        code, _, err = run_cli("load", "badcnn", "simple_cnn", *flags)
+        assert code == 1 and "INVALID_ARGUMENT" in err and words in err, (flags, err)
+
+
+def serve_args(*argv):
+    from netscope.client import cli
+
+    return cli.server_config(cli.build_parser().parse_args(["serve", *argv]))
+
+
+def test_serve_flags_and_toml_keys_for_the_fast_path(tmp_path):
+    config = serve_args("--model", "a=resnet18", "--model", "b=simple_cnn", "--compile", "reduce-overhead",
+                        "--compile-batch-sizes", "1", "8", "--device-decode", "--no-pin-memory", "--max-batch-size",
+                        "8", "--max-delay-ms", "2", "--decode-threads", "3", "--channels-last")
+    assert config.decode_threads == 3
+    for spec in config.models:
+        assert (spec.compile, spec.compile_batch_sizes, spec.device_decode, spec.pin_memory) == \
+            ("reduce-overhead", [1, 8], True, False)
+        assert (spec.max_batch_size, spec.max_delay_ms, spec.channels_last) == (8, 2.0, True)
+    toml = tmp_path / "serve.toml"
+    toml.write_text('decode_threads = 1\n[[models]]\nid = "a"\nsource = "resnet18"\ncompile = "default"\n'
+                    'device_decode = true\n[[models]]\nid = "b"\nsource = "resnet18"\n')
+    a, b = serve_args("--config", str(toml), "--compile", "max-autotune").models
+    assert (a.compile, a.device_decode, a.pin_memory) == ("default", True, True)  # its table wins
+    assert (b.compile, b.device_decode) == ("max-autotune", False)  # the flag fills what the table leaves
+    toml.write_text('[[models]]\nid = "a"\nsource = "resnet18"\ncompile_mode = "default"\n')
+    with pytest.raises(SystemExit, match="unknown key.*compile_mode.*known:"):
+        serve_args("--config", str(toml))
+    with pytest.raises(SystemExit, match="--decode-threads must be >= 0"):
+        serve_args("--model", "a=resnet18", "--decode-threads", "-1")
+
+
+def test_serve_refuses_a_bad_startup_option_with_a_reason(tmp_path):
+    port = free_port()
+    toml = tmp_path / "serve.toml"
+    toml.write_text(f'address = "127.0.0.1:{port}"\nstore = "{tmp_path}"\n'
+                    '[[models]]\nid = "sq"\nsource = "squeezenet1_1"\ndevice = "cpu"\ncompile = "fastest"\n')
+    proc = subprocess.run(netscope_command() + ["serve", "--config", str(toml)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "unknown compile mode 'fastest'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("key, value, words", [("compile", "5", "compile must be a mode name"),
+                                               ("compile_batch_sizes", '"8"', "compile_batch_sizes must be a list"),
+                                               ("max_batch_size", '"8"', "max_batch_size must be a number")])
+def test_a_startup_model_option_of_the_wrong_type_is_refused_by_name(store, key, value, words):
+    import tomllib
+
+    from netscope.server.app import ModelSpec, Server, ServerConfig
+    from netscope.server.errors import InvalidArgument
+
+    table = tomllib.loads(f'id = "sq"\nsource = "squeezenet1_1"\n{key} = {value}\n')
+    srv = Server(ServerConfig(address="127.0.0.1:0", models=[ModelSpec(**table)], store=str(store), device="cpu",
+                              workers=2))
+    try:
+        with pytest.raises(InvalidArgument, match=words):
+            srv.start()
+    finally:
+        srv.stop(grace=0)

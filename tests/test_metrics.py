@@ -1,9 +1,12 @@
 """Prometheus metrics over HTTP from a real server."""
 from __future__ import annotations
 
+import threading
+import time
 import urllib.request
 
 import pytest
+import torch
 
 from netscope.client import Client, NetscopeError
 from netscope.server.app import ModelSpec, Server, ServerConfig
@@ -31,13 +34,58 @@ def test_requests_failures_latency_and_batches_are_counted(store, photos):
                 c.predict("sq", [photos["chelsea"], photos["rocket"]])
             with pytest.raises(NetscopeError):
                 c.predict("nope", photos["chelsea"])
+            c.feature_maps("sq", photos["chelsea"], "features.0")
         m = scrape(port)
         assert m['netscope_request_total{code="OK",model="sq",rpc="Predict"}'] == 3
         assert m['netscope_request_total{code="NOT_FOUND",model="nope",rpc="Predict"}'] == 1
         assert m['netscope_inference_count_total{model="sq",rpc="Predict"}'] == 6
         assert m['netscope_request_duration_seconds_count{model="sq",rpc="Predict"}'] == 3
         assert m['netscope_phase_duration_seconds_sum{model="sq",phase="compute",rpc="Predict"}'] > 0
-        assert m['netscope_batch_size_sum{model="sq"}'] == 6
-        assert m['netscope_queue_depth{model="sq"}'] == 0
+        assert m['netscope_batch_size_sum{model="sq",rpc="Predict"}'] == 6
+        assert m['netscope_phase_duration_seconds_count{model="sq",phase="compute",rpc="GetFeatureMaps"}'] == 1
+        assert m['netscope_queue_depth{model="sq",rpc="Predict"}'] == 0
+        assert m['netscope_queue_depth{model="sq",rpc="Explain"}'] == 0
+    finally:
+        srv.stop(grace=0)
+
+
+def test_explain_batches_and_their_queue_are_exported(store, photos):
+    port = free_port()
+    spec = ModelSpec("sqb", "squeezenet1_1", max_batch_size=4, max_delay_ms=1500)
+    srv = Server(ServerConfig(address="127.0.0.1:0", models=[spec], store=str(store), device="cpu", workers=8,
+                              metrics_port=port)).start()
+    try:
+        with Client(srv.address, timeout=60) as c:
+            # Two workers each hold a batch open for 1.5 s (two different
+            # explanations); a third explanation has to wait in the queue.
+            asks = ["grad_cam", "grad_cam", "eigen_cam", "xgrad_cam"]
+            threads = [threading.Thread(target=c.explain, args=("sqb", photos["chelsea"]), kwargs={"method": m})
+                       for m in asks]
+            for t in threads:
+                t.start()
+                time.sleep(0.1)
+            time.sleep(0.3)
+            waiting = scrape(port)['netscope_queue_depth{model="sqb",rpc="Explain"}']
+            for t in threads:
+                t.join()
+        assert waiting == 1
+        m = scrape(port)
+        assert m['netscope_queue_depth{model="sqb",rpc="Explain"}'] == 0
+        assert m['netscope_request_total{code="OK",model="sqb",rpc="Explain"}'] == 4
+        assert m['netscope_batch_size_count{model="sqb",rpc="Explain"}'] == 4
+        assert m['netscope_batch_size_sum{model="sqb",rpc="Explain"}'] == 2 + 2 + 1 + 1  # the grad_cams shared one
+        assert m['netscope_phase_duration_seconds_count{model="sqb",phase="queue",rpc="Explain"}'] == 4
+        assert m['netscope_phase_duration_seconds_sum{model="sqb",phase="queue",rpc="Explain"}'] > 1.0
+    finally:
+        srv.stop(grace=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_memory_in_use_is_exported(store):
+    port = free_port()
+    srv = Server(ServerConfig(address="127.0.0.1:0", models=[ModelSpec("sq", "squeezenet1_1", device="cuda")],
+                              store=str(store), workers=2, metrics_port=port)).start()
+    try:
+        assert scrape(port)['netscope_gpu_memory_used_bytes{device="cuda:0"}'] > 1e6  # squeezenet's weights
     finally:
         srv.stop(grace=0)

@@ -1,0 +1,72 @@
+"""Explain through the model's dynamic batcher.
+
+Concurrent Explain calls on one model that ask for the same explanation
+(everything but the images equal: method, layers, target, options, rendering)
+share one device batch, under the model's batching settings, when the
+method's map for one image does not depend on the other images of the batch.
+
+Which methods are batched, and why:
+
+- Every method here computes an image's map from that image alone. The model
+  runs in eval mode (BatchNorm uses its running statistics, dropout is off);
+  targets are chosen per image; gradients of the summed target scores split
+  per image; Score-CAM, Ablation-CAM, Occlusion and Feature Ablation pack
+  masked copies of several images into one forward pass but score each copy
+  on its own; Integrated Gradients integrates each image along its own path;
+  the zeros, blur and mean baselines are per image; FullGrad normalises per
+  image; Eigen-CAM's SVD is per image. So the gradient CAMs, cam, eigen_cam,
+  the Score-CAM family, ablation_cam, full_grad and the Captum methods batch.
+  Only float rounding can differ with the batch size (other kernels), so a
+  batched map equals the map alone to about 1e-5 relative, not bit for bit.
+- `cam` checks that the logits are the classifier applied to the pooled
+  layer, with a tolerance scaled by the batch's largest logit: a check of the
+  model, not of an image.
+- Methods that draw random noise (smooth_grad_cam_plus_plus, ss_cam,
+  gradient_shap, any noise_tunnel, the "noise" baseline) draw it for the
+  whole batch at once, so with a fixed seed the noise an image gets depends
+  on its place in the batch and the answer would differ from the one it gets
+  alone: seeded random requests are not batched (they run at once, alone,
+  reproducibly). Without a seed every image gets fresh independent noise
+  batched or not, so those batch.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import batching, explain
+from .batching import Batched
+from .explain import Explanation, Options
+from .registry import LoadedModel
+
+RANDOM_CAMS = ("smooth_grad_cam_plus_plus", "ss_cam")
+
+
+def draws_noise(method: str, options: Options) -> bool:
+    """Whether the method's answer depends on random draws."""
+    method = (method or explain.DEFAULT_METHOD).lower()
+    return (method in RANDOM_CAMS or method == "gradient_shap" or bool(options.noise_tunnel)
+            or options.baseline == "noise")
+
+
+def batchable(method: str, options: Options) -> bool:
+    """Whether concurrent requests for this explanation may share a batch (see the module's docstring)."""
+    return not (draws_noise(method, options) and options.seed is not None)
+
+
+def explain_batched(model: LoadedModel, x: torch.Tensor, key: bytes, method: str, *, targets,
+                    layers: Sequence[str] | None, options: Options) -> Batched:
+    """explain.explain on x, through the model's batcher with the other
+    requests of equal `key` (the request minus its images) when the method
+    is batchable. The result's value is this request's Explanation."""
+
+    def run(batch: torch.Tensor) -> Explanation:
+        return explain.explain(model.module, model.to_device(batch), method, targets=targets, layers=layers,
+                               options=options, arch=model.arch, class_names=model.class_names)
+
+    def rows(result: Explanation, start: int, stop: int) -> Explanation:
+        return Explanation(result.method, result.layers, result.images[start:stop])
+
+    work = batching.Work("Explain", key if batchable(method, options) else None, run, rows)
+    return batching.run(model, x, work)
