@@ -55,6 +55,7 @@ def add_serve(sub) -> None:
     p.add_argument("--max-message-mb", type=int, help="largest request/response in MiB (default 64)")
     p.add_argument("--max-pixels", type=int, help="largest decoded image in pixels")
     p.add_argument("--max-batch", type=int, help="most images in one request (default 256)")
+    p.add_argument("--stream-batch", type=int, help="most images per device batch on ExplainStream (default 32)")
     p.add_argument("--allow-download", action="store_true", default=None,
                    help="let LoadModel download pretrained weights that are not in the local torch cache")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this HTTP port")

@@ -60,6 +60,7 @@ class ServerConfig:
     max_message_mb: int = 64
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_batch: int = 256
+    stream_batch: int = 32  # images per device batch on ExplainStream
     allow_download: bool = False
     grace_s: float = 30.0
     metrics_port: int = 0  # Prometheus /metrics over HTTP; 0: off
@@ -79,7 +80,8 @@ class Server:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
         )
-        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit))
+        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit,
+                                                                config.stream_batch))
         pb_grpc.add_InspectorServicer_to_server(self.service, self.grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
