@@ -230,7 +230,7 @@ def cmd_explain(args) -> int:
                                   "batch_size": args.batch_size, "baseline": args.baseline}.items() if v}
     methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
     out = Path(args.out)
-    images = jobs.find_images(args.inputs)
+    images = jobs.find_images(args.inputs, exclude=out)
     per_method = []
 
     def lost(server: str, why: str, handed_back: int) -> None:

@@ -30,14 +30,17 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 log = logging.getLogger("netscope.jobs")
 
 
-def find_images(inputs: list[str | Path]) -> list[tuple[str, Path]]:
+def find_images(inputs: list[str | Path], exclude: str | Path | None = None) -> list[tuple[str, Path]]:
     """(id, path) for every image file given or under a folder given, recursively, sorted.
-    The id is the path relative to its folder (or the file name)."""
+    The id is the path relative to its folder (or the file name). Nothing under `exclude`
+    (the job's output folder, which may sit inside an input folder) is taken."""
+    skip = Path(exclude).resolve() if exclude is not None else None
     found = []
     for item in map(Path, inputs):
         if item.is_dir():
             for p in sorted(item.rglob("*")):
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (
+                        skip is not None and p.resolve().is_relative_to(skip)):
                     found.append((p.relative_to(item).as_posix(), p))
         elif item.is_file():
             found.append((item.name, item))

@@ -139,3 +139,14 @@ def test_metrics_per_method_over_a_folder(run_cli, client, tiny, tmp_path):
     assert again["skipped"] == 12 and again == json.loads((out / "summary.json").read_text())
     assert [m["means"] for m in again["methods"]] == [m["means"] for m in summary["methods"]]
     shutil.rmtree(out)
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_walked(run_cli, tiny, tmp_path):
+    src, ids = shapes_folder(tmp_path / "in", 5)
+    out = src / "explained"  # its overlays are PNGs under the folder being explained
+    for _ in range(2):
+        code, stdout, err = run_cli("explain", "--model", tiny, str(src), "--out", str(out), "--json")
+        assert code == 0, err
+    report = json.loads(stdout)
+    assert (report["total"], report["skipped"], report["explained"]) == (5, 5, 0)
+    assert sorted(r["id"] for r in csv.DictReader((out / "index.csv").open())) == ids
