@@ -91,6 +91,7 @@ class ExplainJob:
         self._lock = threading.Lock()
         self._outstanding = 0  # items queued or in flight somewhere
         self._lost: dict[str, str] = {}  # server -> why it was given up on
+        self._without_model: set[str] = set()  # servers that do not have the job's model
         self._crash: BaseException | None = None
         self._abort = threading.Event()  # something other than a server failed: every sender stops
         # (server, why, images handed to the others): a fleet job goes on, but say so
@@ -146,6 +147,10 @@ class ExplainJob:
             self.index.export_json()
         if self._crash is not None:
             raise self._crash
+        if self._outstanding and self._without_model == set(self.servers):
+            raise NetscopeError(grpc.StatusCode.NOT_FOUND,
+                                f"no model {self.spec.model!r} on {', '.join(self.servers)}; load it there "
+                                "(netscope load) or name a loaded one (netscope models)")
         if self._outstanding:
             why = "; ".join(f"{s}: {reason}" for s, reason in self._lost.items())
             raise NetscopeError(grpc.StatusCode.UNAVAILABLE,
@@ -174,6 +179,7 @@ class ExplainJob:
                 client.wait_ready(timeout=30)
                 if model not in {m.model for m in client.list_models()}:
                     self._lost[server] = f"NOT_FOUND: no model {model!r} loaded there"
+                    self._without_model.add(server)
                     return
             except (TimeoutError, NetscopeError) as exc:
                 self._lost[server] = str(exc)

@@ -150,3 +150,10 @@ def test_an_output_folder_inside_the_input_folder_is_not_walked(run_cli, tiny, t
     report = json.loads(stdout)
     assert (report["total"], report["skipped"], report["explained"]) == (5, 5, 0)
     assert sorted(r["id"] for r in csv.DictReader((out / "index.csv").open())) == ids
+
+
+def test_a_model_no_server_has_is_not_found_and_writes_no_rows(run_cli, tmp_path):
+    src, _ = shapes_folder(tmp_path / "in", 3)
+    code, _, err = run_cli("explain", "--model", "nosuchmodel", str(src), "--out", str(tmp_path / "out"))
+    assert code == 1 and "NOT_FOUND" in err and "nosuchmodel" in err and "netscope models" in err
+    assert not list(csv.DictReader((tmp_path / "out" / "index.csv").open()))
