@@ -55,6 +55,7 @@ def add_serve(sub) -> None:
     p.add_argument("--max-message-mb", type=int, help="largest request/response in MiB (default 64)")
     p.add_argument("--max-pixels", type=int, help="largest decoded image in pixels")
     p.add_argument("--max-batch", type=int, help="most images in one request (default 256)")
+    p.add_argument("--stream-batch", type=int, help="most images per device batch on ExplainStream (default 32)")
     p.add_argument("--allow-download", action="store_true", default=None,
                    help="let LoadModel download pretrained weights that are not in the local torch cache")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this HTTP port")
@@ -259,24 +260,46 @@ def cmd_explain(args) -> int:
 
     from . import jobs
     from .client import explain_request
+    from .job_summary import job_summary, method_summary, table
 
     options = {k: v for k, v in {"steps": args.steps, "window": args.window, "stride": args.stride,
                                   "batch_size": args.batch_size, "baseline": args.baseline}.items() if v}
-    spec = explain_request(args.model, [], args.method, args.target, args.layer or (), True, False, args.colormap,
-                           args.alpha, args.metrics, 0, options)
-    job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, Path(args.out), in_flight=args.in_flight,
-                          timeout=args.timeout)
-    images = jobs.find_images(args.inputs)
-    with tqdm(total=len(images), unit="img", disable=args.json or not sys.stderr.isatty()) as bar:
-        report = job.run(args.inputs, progress=bar.update)
+    methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
+    out = Path(args.out)
+    images = jobs.find_images(args.inputs, exclude=out)
+    per_method = []
+
+    def lost(server: str, why: str, handed_back: int) -> None:
+        tqdm.write(f"netscope explain: {server} failed ({why}); {handed_back} image(s) go to the other servers",
+                   file=sys.stderr)
+
+    with tqdm(total=len(images) * len(methods), unit="img", disable=args.json or not sys.stderr.isatty()) as bar:
+        for method in methods:
+            # One method keeps the plain layout (OUT/index.csv), so its reruns resume;
+            # several get a folder each.
+            folder = out if len(methods) == 1 else out / method
+            spec = explain_request(args.model, [], method, args.target, args.layer or (), True, False,
+                                   args.colormap, args.alpha, args.metrics, 0, options)
+            job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight,
+                                  timeout=args.timeout, on_server_lost=lost)
+            bar.set_description(method)
+            report = job.run(images=images, progress=bar.update)
+            rows = job.index.export_json()
+            per_method.append(method_summary(method, folder.relative_to(out).as_posix(), rows, report))
+    summary = job_summary(per_method)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.json:
-        print_json(report)
+        print_json(summary)
     else:
-        print(f"{report.explained} explained, {report.failed} failed, {report.skipped} already done "
-              f"of {report.total}; index: {Path(args.out) / 'index.csv'}")
-        for status, n in report.errors.items():
+        if len(methods) > 1 or args.metrics:
+            header, rows = table(summary)
+            print_table(rows, header)
+        print(f"{summary['explained']} explained, {summary['failed']} failed, {summary['skipped']} already done "
+              f"of {summary['total']}; index: {out / ('index.csv' if len(methods) == 1 else 'METHOD/index.csv')}, "
+              f"summary: {out / 'summary.json'}")
+        for status, n in summary["errors"].items():
             print(f"  {n} x {status}")
-    return 0 if not report.failed else 3
+    return 0 if not summary["failed"] else 3
 
 
 def cmd_bench(args) -> int:
@@ -597,8 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = client_parser(sub, "explain", "explain images or folders: overlay PNGs and an index.csv", cmd_explain, fleet=True)
     p.add_argument("inputs", nargs="+", help="image files and folders (walked recursively)")
     p.add_argument("--model", required=True)
-    p.add_argument("--method", default="grad_cam")
-    p.add_argument("--out", required=True, help="folder for overlays/ and index.csv; rerun to resume")
+    p.add_argument("--method", dest="methods", action="append", metavar="METHOD",
+                   help="explanation method (repeatable: each gets OUT/METHOD/; default grad_cam)")
+    p.add_argument("--out", required=True,
+                   help="folder for overlays/, index.csv, index.json and summary.json; rerun to resume")
     p.add_argument("--target", type=lambda v: int(v) if v.lstrip("-").isdigit() else v, default=None,
                    help="class index or label (default: each image's top-1)")
     p.add_argument("--layer", action="append", help="layer to explain at (default: the architecture's)")
@@ -609,8 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="")
     p.add_argument("--colormap", default="jet")
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--metrics", action="store_true", help="faithfulness metrics per image in the index")
-    p.add_argument("--in-flight", type=int, default=32, help="images on the wire per server")
+    p.add_argument("--metrics", action="store_true",
+                   help="faithfulness metrics per image in the index, and their means per method")
+    p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")
     p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
     p.add_argument("--model", required=True)
     p.add_argument("--rpc", choices=["predict", "explain"], default="predict")

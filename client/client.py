@@ -490,10 +490,12 @@ class Client:
     def explain_many(self, items, *, model: str, method: str = "grad_cam", target: int | str | None = None,
                      top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,
                      heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, faithfulness: bool = False,
-                     in_flight: int = 32, timeout: float | None = None, **options) -> Iterator[StreamResult]:
+                     in_flight: int = 64, timeout: float | None = None, **options) -> Iterator[StreamResult]:
         """Explain many images over one stream, yielding results as they finish.
         `items` is any iterable (read lazily) of images or (id, image) pairs; at
-        most `in_flight` are on the wire at once, so memory stays bounded."""
+        most `in_flight` are on the wire at once, so memory stays bounded. Keep
+        in_flight at two of the server's stream batches (32 by default) or more,
+        so the next batch is waiting while one computes."""
         spec = explain_request(model, [], method, target, layers, overlay, heatmap_png, colormap, alpha,
                                faithfulness, top_k, options)
         slots = threading.Semaphore(in_flight)
@@ -514,7 +516,8 @@ class Client:
                     code = next((c for c in grpc.StatusCode if c.value[0] == resp.error.code), grpc.StatusCode.UNKNOWN)
                     yield StreamResult(resp.id, error=NetscopeError(code, resp.error.message))
                 else:
-                    yield StreamResult(resp.id, classes=_explanations(resp.response)[0])
+                    yield StreamResult(resp.id, classes=_explanations(resp.response)[0],
+                                       timing=Timing.from_proto(resp.response.timing))
         except grpc.RpcError as err:
             raise NetscopeError(err.code(), err.details() or "") from None
 
@@ -551,6 +554,7 @@ class StreamResult:
     id: str
     classes: list[ClassExplanation] | None = None
     error: NetscopeError | None = None
+    timing: Timing | None = None  # the server's, for the device batch this item rode in
 
 
 def _explanations(resp: pb.ExplainResponse) -> list[list[ClassExplanation]]:

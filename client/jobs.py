@@ -2,41 +2,45 @@
 
 Items flow lazily from a shared work queue into each server's ExplainStream
 (a bounded number in flight, so memory stays flat however big the folder).
-Each result is written as it arrives: an overlay PNG and a row of
-`index.csv`. Rerunning the job skips what the index says is done; a server
-that dies mid-job hands its unanswered items back to the others.
+Each result is written as it arrives: an overlay PNG, then its row of the
+index (job_index.py). Rerunning the job skips what the index says is done; a
+server that dies, or stops answering for `timeout` seconds, hands its
+unanswered items back to the others.
 """
 from __future__ import annotations
 
-import csv
+import logging
 import queue
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 
 from netscope.v1 import inspector_pb2 as pb
 
 from .client import Client, NetscopeError
+from .job_index import METRICS, JobIndex, SpecMismatch, claim, finished
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-# Errors that say nothing about the image: the item is tried again on resume.
-TRANSIENT = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.CANCELLED.value[0],
-             grpc.StatusCode.DEADLINE_EXCEEDED.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
-FIELDS = ["id", "status", "target", "label", "score", "probability", "overlay", "deletion_auc", "insertion_auc",
-          "average_drop", "increase_in_confidence", "road_morf", "road_lerf", "error"]
+log = logging.getLogger("netscope.jobs")
 
 
-def find_images(inputs: list[str | Path]) -> list[tuple[str, Path]]:
+def find_images(inputs: list[str | Path], exclude: str | Path | None = None) -> list[tuple[str, Path]]:
     """(id, path) for every image file given or under a folder given, recursively, sorted.
-    The id is the path relative to its folder (or the file name)."""
+    The id is the path relative to its folder (or the file name). Nothing under `exclude`
+    (the job's output folder, which may sit inside an input folder) is taken."""
+    skip = Path(exclude).resolve() if exclude is not None else None
     found = []
     for item in map(Path, inputs):
         if item.is_dir():
             for p in sorted(item.rglob("*")):
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (
+                        skip is not None and p.resolve().is_relative_to(skip)):
                     found.append((p.relative_to(item).as_posix(), p))
         elif item.is_file():
             found.append((item.name, item))
@@ -48,21 +52,20 @@ def find_images(inputs: list[str | Path]) -> list[tuple[str, Path]]:
     return found
 
 
-def read_index(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        return {row["id"]: row for row in csv.DictReader(f)}
+def overlay_names(ids: list[str]) -> dict[str, str]:
+    """Where each image's overlay goes under overlays/: its id with a .png suffix,
+    or id + .png where two images differ only in their suffix (a.jpg, a.png)."""
+    stems = Counter(Path(i).with_suffix("").as_posix() for i in ids)
+    return {i: (Path(i).with_suffix(".png") if stems[Path(i).with_suffix("").as_posix()] == 1
+                else Path(i + ".png")).as_posix() for i in ids}
 
 
-def finished(row: dict) -> bool:
-    """Done for good: explained, or failed for a reason the image itself carries."""
-    if row["status"] == "ok":
-        return True
-    try:
-        return int(row["status"].split(":")[0]) not in TRANSIENT
-    except ValueError:
-        return False
+def job_spec(request: pb.ExplainRequest) -> dict:
+    """What a job asks for, as recorded in its folder's job.json."""
+    spec = pb.ExplainRequest()
+    spec.CopyFrom(request)
+    del spec.images[:]
+    return MessageToDict(spec, preserving_proto_field_name=True)
 
 
 @dataclass
@@ -75,20 +78,38 @@ class JobReport:
 
 
 class ExplainJob:
-    def __init__(self, servers: list[str], request: pb.ExplainRequest, out: Path, *, in_flight: int = 32,
-                 timeout: float = 3600.0):
+    """One explanation request over many images, written to one folder."""
+
+    def __init__(self, servers: list[str], request: pb.ExplainRequest, out: Path, *, in_flight: int = 64,
+                 timeout: float = 120.0, on_server_lost: Callable[[str, str, int], None] | None = None):
         self.servers = servers
         self.spec = request  # everything but the images
         self.out = Path(out)
+        self.index = JobIndex(self.out)
         self.in_flight = in_flight
-        self.timeout = timeout
+        self.timeout = timeout  # seconds a server may go without answering while it holds items
         self._lock = threading.Lock()
+        self._outstanding = 0  # items queued or in flight somewhere
+        self._lost: dict[str, str] = {}  # server -> why it was given up on
+        self._without_model: set[str] = set()  # servers that do not have the job's model
+        self._crash: BaseException | None = None
+        self._abort = threading.Event()  # something other than a server failed: every sender stops
+        # (server, why, images handed to the others): a fleet job goes on, but say so
+        self.on_server_lost = on_server_lost or (
+            lambda server, why, n: log.warning("%s failed (%s); %d image(s) go to the other servers", server, why, n))
 
-    def run(self, inputs: list[str | Path], progress: Callable[[int], None] | None = None) -> JobReport:
-        self.out.mkdir(parents=True, exist_ok=True)
-        index_path = self.out / "index.csv"
-        done = {k for k, row in read_index(index_path).items() if finished(row)}
-        items = find_images(inputs)
+    def run(self, inputs: list[str | Path] = (), progress: Callable[[int], None] | None = None, *,
+            images: list[tuple[str, Path]] | None = None) -> JobReport:
+        """Explain `images` ((id, path) pairs; default: found under `inputs`), skipping those
+        the folder's index says are done. Raises NetscopeError UNAVAILABLE when every server
+        failed with images left (the index keeps what was done: run it again to resume)."""
+        items = find_images(inputs) if images is None else images
+        try:
+            claim(self.out, job_spec(self.spec))
+        except SpecMismatch as exc:
+            raise NetscopeError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        done = {k for k, row in self.index.rows().items() if finished(row)}
+        self._overlays = overlay_names([i for i, _ in items])
         report = JobReport(total=len(items))
         work: queue.Queue = queue.Queue()
         for item in items:
@@ -96,56 +117,78 @@ class ExplainJob:
                 report.skipped += 1
             else:
                 work.put(item)
-        self._outstanding = work.qsize()  # queued or in flight somewhere
-        new_file = not index_path.exists()
-        with index_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            if new_file:
-                writer.writeheader()
+        if progress and report.skipped:
+            progress(report.skipped)
+        self._outstanding = work.qsize()
 
-            def record(item_id: str, resp: pb.ExplainStreamResponse):
-                row = self._row(item_id, resp)
-                with self._lock:
-                    writer.writerow(row)
-                    f.flush()
-                    self._outstanding -= 1
-                    if row["status"] == "ok":
-                        report.explained += 1
-                    else:
-                        report.failed += 1
-                        report.errors[row["status"]] = report.errors.get(row["status"], 0) + 1
-                if progress:
-                    progress(1)
+        def record(server: str, item_id: str, resp: pb.ExplainStreamResponse):
+            row = self._row(item_id, resp)  # the overlay is on disk before its row
+            row["server"] = server
+            self.index.append(row)
+            with self._lock:
+                self._outstanding -= 1
+                if row["status"] == "ok":
+                    report.explained += 1
+                else:
+                    report.failed += 1
+                    report.errors[row["status"]] = report.errors.get(row["status"], 0) + 1
+            if progress:
+                progress(1)
 
-            threads = [threading.Thread(target=self._serve_from, args=(s, work, record), daemon=True)
-                       for s in self.servers]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        try:
+            with self.index:
+                threads = [threading.Thread(target=self._serve_from, args=(s, work, record), daemon=True,
+                                            name=f"job-{s}") for s in self.servers]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+        finally:
+            self.index.export_json()
+        if self._crash is not None:
+            raise self._crash
+        if self._outstanding and self._without_model == set(self.servers):
+            raise NetscopeError(grpc.StatusCode.NOT_FOUND,
+                                f"no model {self.spec.model!r} on {', '.join(self.servers)}; load it there "
+                                "(netscope load) or name a loaded one (netscope models)")
         if self._outstanding:
-            left = self._outstanding
+            why = "; ".join(f"{s}: {reason}" for s, reason in self._lost.items())
             raise NetscopeError(grpc.StatusCode.UNAVAILABLE,
-                                f"every server failed with {left} image(s) left; run the same command again to resume")
+                                f"every server failed ({why}) with {self._outstanding} image(s) left; "
+                                "run the same command again to resume")
         return report
 
     def _serve_from(self, server: str, work: queue.Queue, record) -> None:
+        try:
+            self._stream(server, work, record)
+        except BaseException as exc:  # noqa: BLE001 - e.g. the disk is full: stop the whole job, say why
+            self._crash = self._crash or exc
+            self._abort.set()
+
+    def _stream(self, server: str, work: queue.Queue, record) -> None:
         """Stream items from the shared queue through one server until the queue is empty
         or the server fails; unanswered items go back to the queue."""
         pending: dict[str, Path] = {}
         slots = threading.Semaphore(self.in_flight)
         dead = threading.Event()
         guard = threading.Lock()  # pending vs. the hand-back when the server dies
-        with Client(server, timeout=self.timeout) as client:
+        last_answer = [time.monotonic()]
+        model = self.spec.model
+        with Client(server, timeout=min(self.timeout, 30.0)) as client:
             try:
                 client.wait_ready(timeout=30)
-            except (TimeoutError, NetscopeError):
+                if model not in {m.model for m in client.list_models()}:
+                    self._lost[server] = f"NOT_FOUND: no model {model!r} loaded there"
+                    self._without_model.add(server)
+                    return
+            except (TimeoutError, NetscopeError) as exc:
+                self._lost[server] = str(exc)
                 return
 
             def requests() -> Iterator[pb.ExplainStreamRequest]:
                 while True:
                     slots.acquire()
-                    if dead.is_set():
+                    if dead.is_set() or self._abort.is_set():
                         return
                     try:
                         item_id, path = work.get(timeout=0.1)
@@ -158,6 +201,8 @@ class ExplainJob:
                         if dead.is_set():
                             work.put((item_id, path))
                             return
+                        if not pending:
+                            last_answer[0] = time.monotonic()  # the wait starts now
                         pending[item_id] = path
                     req = pb.ExplainRequest()
                     req.CopyFrom(self.spec)
@@ -166,47 +211,63 @@ class ExplainJob:
                     except OSError as exc:
                         with guard:
                             pending.pop(item_id)
-                        record(item_id, pb.ExplainStreamResponse(id=item_id, error=pb.ItemError(
+                        record("", item_id, pb.ExplainStreamResponse(id=item_id, error=pb.ItemError(
                             code=grpc.StatusCode.NOT_FOUND.value[0], message=str(exc))))
                         slots.release()
                         continue
                     yield pb.ExplainStreamRequest(id=item_id, request=req)
 
+            # No deadline on the whole stream (a big folder takes hours); a server that
+            # holds items without answering for `timeout` seconds is given up on instead.
+            call = client.stub.ExplainStream(requests())
+            watchdog = threading.Thread(target=self._watch, args=(server, call, pending, last_answer, dead),
+                                        daemon=True, name=f"watch-{server}")
+            watchdog.start()
             try:
-                for resp in client.stub.ExplainStream(requests(), timeout=self.timeout):
+                for resp in call:
                     with guard:
                         answered = pending.pop(resp.id, None) is not None
+                        last_answer[0] = time.monotonic()
                     if answered:
-                        record(resp.id, resp)
+                        record(server, resp.id, resp)
                     slots.release()
-            except grpc.RpcError:
+            except grpc.RpcError as err:
+                self._lost.setdefault(server, f"{err.code().name}: {err.details()}")
+            finally:
                 with guard:
                     dead.set()
-                    for item_id, path in pending.items():  # the server went away: others take these
+                    if pending:  # the server went away: others take these
+                        self._lost.setdefault(server, "the stream ended with images unanswered")
+                    handed_back = len(pending)
+                    for item_id, path in pending.items():
                         work.put((item_id, path))
                     pending.clear()
                 for _ in range(self.in_flight):  # wake a request generator blocked on a slot
                     slots.release()
+                if server in self._lost and self._outstanding:
+                    self.on_server_lost(server, self._lost[server], handed_back)
+
+    def _watch(self, server: str, call, pending: dict, last_answer: list, dead: threading.Event) -> None:
+        while not dead.wait(min(1.0, self.timeout / 4)):
+            if pending and time.monotonic() - last_answer[0] > self.timeout:
+                self._lost[server] = f"DEADLINE_EXCEEDED: no answer in {self.timeout:g} s"
+                call.cancel()
+                return
 
     def _row(self, item_id: str, resp: pb.ExplainStreamResponse) -> dict:
         if resp.HasField("error"):
-            code = grpc.StatusCode.INTERNAL
-            for c in grpc.StatusCode:
-                if c.value[0] == resp.error.code:
-                    code = c
+            code = next((c for c in grpc.StatusCode if c.value[0] == resp.error.code), grpc.StatusCode.INTERNAL)
             return {"id": item_id, "status": f"{resp.error.code}:{code.name}", "error": resp.error.message}
         cls = resp.response.explanations[0].classes[0]
         row = {"id": item_id, "status": "ok", "target": cls.target, "label": cls.label, "score": f"{cls.score:.6g}",
                "probability": f"{cls.probability:.6g}"}
         if cls.overlay_png:
-            name = Path(item_id).with_suffix(".png")
-            path = self.out / "overlays" / name
+            name = Path("overlays") / self._overlays.get(item_id, Path(item_id).with_suffix(".png").as_posix())
+            path = self.out / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(cls.overlay_png)
-            row["overlay"] = (Path("overlays") / name).as_posix()
+            row["overlay"] = name.as_posix()
         if cls.HasField("faithfulness"):
-            f = cls.faithfulness
-            for key in ("deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence", "road_morf",
-                        "road_lerf"):
-                row[key] = f"{getattr(f, key):.6g}"
+            for key in METRICS:
+                row[key] = f"{getattr(cls.faithfulness, key):.6g}"
         return row

@@ -65,6 +65,7 @@ class ServerConfig:
     max_message_mb: int = 64
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_batch: int = 256
+    stream_batch: int = 32  # images per device batch on ExplainStream
     allow_download: bool = False
     grace_s: float = 30.0
     metrics_port: int = 0  # Prometheus /metrics over HTTP; 0: off
@@ -87,7 +88,8 @@ class Server:
         )
         if config.decode_threads < 0:
             raise ValueError(f"decode_threads must be >= 0 (0 or 1: decode serially); got {config.decode_threads}")
-        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit),
+        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit,
+                                                              config.stream_batch),
                                         decode_threads=config.decode_threads)
         pb_grpc.add_InspectorServicer_to_server(self.service, self.grpc)
         self.health = health.HealthServicer()

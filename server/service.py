@@ -5,6 +5,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -27,6 +28,7 @@ class Limits:
     max_pixels: int = DEFAULT_MAX_PIXELS   # per decoded image
     max_batch: int = 256                   # images per request
     max_message_bytes: int = 64 * 1024 * 1024
+    stream_batch: int = 32                 # images per device batch on ExplainStream
 
 
 def rpc(method):
@@ -115,7 +117,8 @@ class InspectorService(pb_grpc.InspectorServicer):
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics(registry.list)
         self.decoder = convert.decode_pool(decode_threads)
-        self.stream = ExplainStream(self.explain_response, max_images=min(32, self.limits.max_batch))
+        self.stream = ExplainStream(self, max_images=min(self.limits.stream_batch, self.limits.max_batch),
+                                    metrics=self.metrics)
 
     def batch(self, m: LoadedModel, images):
         """A request's images as one preprocessed batch, the way the model asked
@@ -247,27 +250,58 @@ class InspectorService(pb_grpc.InspectorServicer):
         return self.stream.run(request_iterator, context)
 
     def explain_response(self, request: pb.ExplainRequest) -> pb.ExplainResponse:
-        """Explain without gRPC around it (the RPC, the stream, and `netscope
-        bench --in-process`): through the model's batcher, with concurrent
-        requests asking for the same explanation."""
+        return self.render_explanation(self.compute_explanation(self.prepare_explanation(request)))
+
+    # Explaining in three stages, so that ExplainStream can decode the next batch and
+    # draw the last one while the device computes this one. Computing goes through
+    # the model's batcher, with concurrent requests asking for the same explanation.
+
+    def prepare_explanation(self, request: pb.ExplainRequest) -> "Explaining":
+        """Decode and preprocess (CPU)."""
         m = self.registry.get(request.model)
         clock = Clock()
         x = self.batch(m, request.images)
         clock.lap("preprocess")
+        return Explaining(request, m, x, clock)
+
+    def compute_explanation(self, job: "Explaining") -> "Explaining":
+        """The maps (the device), in a dynamic batch when the model batches."""
+        request, m = job.request, job.model
+        job.clock.lap("queue")
         run = explain_batching.explain_batched(
-            m, x, spec_key(request), request.method, targets=convert.explain_target(request.target),
+            m, job.x, spec_key(request), request.method, targets=convert.explain_target(request.target),
             layers=list(request.layers) or None, options=convert.explain_options(request.options))
-        result = run.value
-        clock.lap("compute")
-        clock.timing.queue_ms, clock.timing.compute_ms = run.queue_ms, run.compute_ms
+        job.result, job.device_batch_size = run.value, run.device_batch_size
+        job.clock.lap("compute")
+        # The batcher's wait is queue time, not compute.
+        job.clock.timing.queue_ms += run.queue_ms
+        job.clock.timing.compute_ms = run.compute_ms
+        return job
+
+    def render_explanation(self, job: "Explaining") -> pb.ExplainResponse:
+        """Pictures, faithfulness metrics and the response message (CPU)."""
+        request, m, result, clock = job.request, job.model, job.result, job.clock
+        clock.lap("queue")
         out = pb.ExplainResponse(method=result.method, layers=result.layers)
-        for image, classes in zip(x, result.images):
+        for image, classes in zip(job.x, result.images):
             item = out.explanations.add()
             for cm in classes:
                 scores = (faithfulness.evaluate(m.forward, image, cm.upsampled.numpy(), cm.target)
                           if request.options.faithfulness else None)
                 item.classes.append(convert.class_map_to_proto(cm, image, m.recipe, request, scores))
         clock.lap("postprocess")
-        clock.timing.device_batch_size = run.device_batch_size
+        clock.timing.device_batch_size = job.device_batch_size
         out.timing.CopyFrom(clock.timing)
         return out
+
+
+@dataclass
+class Explaining:
+    """An ExplainRequest between the stages of explaining it."""
+
+    request: pb.ExplainRequest
+    model: LoadedModel
+    x: Any  # the preprocessed (N, C, H, W) CPU batch
+    clock: Clock
+    result: Any = None  # explain.Explanation, once computed
+    device_batch_size: int = 0

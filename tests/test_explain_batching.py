@@ -105,7 +105,9 @@ def test_seeded_random_methods_run_alone_and_reproduce(client, batched, photos):
     results, errors = concurrently(3, lambda i: client.explain_timed(batched, images[i], **opts))
     assert not errors, errors
     for (classes, timing), want in zip(results, alone):
-        assert timing.device_batch_size == 1 and timing.queue_ms == 0
+        # Alone and at once: not held in the batcher's 400 ms window (the
+        # microseconds between the explain stages still count as queue time).
+        assert timing.device_batch_size == 1 and timing.queue_ms < 50
         assert_same_maps(classes[0], want)
 
 

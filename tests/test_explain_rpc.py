@@ -1,8 +1,8 @@
-"""Explain and ExplainStream through a real server, and `netscope explain` over a folder."""
+"""Explain and ExplainStream through a real server (`netscope explain` over folders: tests/jobs)."""
 from __future__ import annotations
 
-import csv
-import json
+import threading
+import time
 
 import cv2
 import grpc
@@ -14,6 +14,7 @@ from netscope.client import NetscopeError
 from netscope.server import explain as domain
 from netscope.server import imaging
 from netscope.server.registry import build_architecture, default_recipe
+from netscope.v1 import inspector_pb2 as pb
 
 from .conftest import encode
 from .test_predict import expect
@@ -88,24 +89,81 @@ def test_stream_keeps_ids_and_isolates_a_bad_item(client, photos):
     np.testing.assert_allclose(results["img0"].classes[0].heatmap, single.heatmap, rtol=1e-4, atol=1e-5)
 
 
-def test_cli_explains_a_folder_and_resumes(run_cli, tmp_path, photos):
-    src = tmp_path / "in"
-    (src / "sub").mkdir(parents=True)
-    for i in range(5):
-        (src / ("sub" if i % 2 else "") / f"p{i}.jpg").write_bytes(encode(photos["chelsea"][i * 10 :]))
-    (src / "corrupt.png").write_bytes(b"\x89PNG broken")
-    out = tmp_path / "out"
-    code, stdout, err = run_cli("explain", "--model", "mnv3", str(src), "--out", str(out), "--json")
-    assert code == 3, err  # one image failed
-    report = json.loads(stdout)
-    assert report["explained"] == 5 and report["failed"] == 1
-    rows = list(csv.DictReader((out / "index.csv").open()))
-    assert sorted(r["id"] for r in rows) == ["corrupt.png", "p0.jpg", "p2.jpg", "p4.jpg", "sub/p1.jpg", "sub/p3.jpg"]
-    for r in rows:
-        if r["id"] == "corrupt.png":
-            assert r["status"].endswith("INVALID_ARGUMENT") and "decode" in r["error"]
+def stream_images(server, model: str) -> float:
+    """Images the server has explained over ExplainStream for `model` (its metrics)."""
+    value = server.service.metrics.registry.get_sample_value(
+        "netscope_inference_count_total", {"rpc": "ExplainStream", "model": model})
+    return value or 0.0
+
+
+def stream_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("explain-stream")]
+
+
+def wait_until(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_stream_fills_device_batches(client, server, photos):
+    small = encode(cv2.resize(photos["coffee"], (64, 64)))
+    before = stream_images(server, "mnv3")
+    results = list(client.explain_many(((str(i), small) for i in range(64)), model="mnv3", in_flight=64))
+    sizes = [r.timing.device_batch_size for r in results]
+    assert len(results) == 64 and all(r.error is None for r in results)
+    # the first batch leaves as soon as the device is free; the next fills while it computes
+    assert max(sizes) == 32 and sizes.count(32) >= 32
+    assert stream_images(server, "mnv3") - before == 64
+
+
+def test_a_cancelled_stream_stops_the_server_working_on_its_items(client, server, photos):
+    """The caller cancels after its first answer: the server explains at most the
+    batches already under way (computing, decoded, drawn: 3 x 32), not the ~150
+    more it holds, and every stage of the stream ends."""
+    assert wait_until(lambda: not stream_threads(), 10), stream_threads()  # earlier streams are gone
+    small = encode(cv2.resize(photos["chelsea"], (64, 64)))
+    n, before = 300, stream_images(server, "r18")
+
+    def items():
+        for i in range(n):
+            req = pb.ExplainRequest(model="r18", method="grad_cam")
+            req.images.add(encoded=small)
+            yield pb.ExplainStreamRequest(id=str(i), request=req)
+
+    call = client.stub.ExplainStream(items(), timeout=120)  # no flow control of our own: the server holds many
+    first = next(call)
+    assert not first.HasField("error")
+    call.cancel()
+    ended = wait_until(lambda: not stream_threads())
+    explained = stream_images(server, "r18") - before
+    time.sleep(0.5)
+    assert stream_images(server, "r18") - before == explained  # and stays stopped
+    assert 1 <= explained <= 3 * 32, f"{explained} images explained after the cancel"
+    assert ended, f"still running: {stream_threads()}"
+
+
+def test_stream_items_with_other_specs_keep_their_own_answers(client, photos):
+    """Items that ask for different things are batched apart; one whose target no
+    model has fails alone, in its own response, and the rest are answered."""
+    small = encode(cv2.resize(photos["rocket"], (64, 64)))
+
+    def items():
+        for i in range(12):
+            req = pb.ExplainRequest(model="mnv3", method="grad_cam" if i % 3 else "saliency")
+            if i % 4 == 1:
+                req.target.index = 5000
+            req.images.add(encoded=small)
+            yield pb.ExplainStreamRequest(id=f"item{i}", request=req)
+
+    answers = {r.id: r for r in client.stub.ExplainStream(items(), timeout=120)}
+    assert sorted(answers) == sorted(f"item{i}" for i in range(12))
+    for i in range(12):
+        r = answers[f"item{i}"]
+        if i % 4 == 1:
+            assert r.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "5000" in r.error.message
         else:
-            assert r["status"] == "ok" and (out / r["overlay"]).is_file() and float(r["probability"]) > 0
-    code, stdout, _ = run_cli("explain", "--model", "mnv3", str(src), "--out", str(out), "--json")
-    assert code == 0 and json.loads(stdout)["skipped"] == 6
-    assert len(list(csv.DictReader((out / "index.csv").open()))) == 6  # nothing done twice
+            assert not r.HasField("error") and r.response.method == ("grad_cam" if i % 3 else "saliency")
