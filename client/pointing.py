@@ -4,11 +4,12 @@ boxes through a running server and score each map's peak against its box
 
 The folder is what `netscope.training.data.export_shapes` writes: images plus a
 `boxes.csv` with columns file, label, class, x0, y0, x1, y1, width, height
-(x1/y1 exclusive). Each image is explained for its own class, named by label
-so the model's class order does not matter. Maps come back at the model input's
-size; the boxes are in the image's pixels, so the images must already be at that
-size (export them with the model's input size): a map of any other size is refused
-rather than compared with boxes in another frame.
+(x1/y1 exclusive). Each image is explained for its own class, named by its
+class name (not index), so the model's class order does not matter. Maps come
+back at the model input's size; the boxes are in the image's pixels, so the
+images must already be at that size (export them with the model's input size):
+a map of any other size is refused rather than compared with boxes in another
+frame.
 """
 from __future__ import annotations
 
