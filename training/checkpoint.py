@@ -196,3 +196,20 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} could not be read as a checkpoint: {first}") from e
     return validate(obj, str(path))
+
+
+def randomised_copy(src, dst, *, seed: int = 0, init: str = "torch") -> pathlib.Path:
+    """`src`'s architecture, classes and preprocessing with freshly initialised
+    weights, written to `dst`: the control of the model-randomisation sanity
+    check (Adebayo et al., 2018). An explanation that scores as well on it as on
+    the trained model reflects the input or the architecture, not what was learned."""
+    from .models import build_model, init_weights
+
+    ckpt = load_checkpoint(src)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(ckpt["arch"], ckpt["num_classes"], **ckpt["arch_kwargs"])
+        init_weights(model, init)
+    return save_checkpoint(dst, arch=ckpt["arch"], num_classes=ckpt["num_classes"], class_names=ckpt["class_names"],
+                           preprocessing=ckpt["preprocessing"], model_state_dict=model.state_dict(),
+                           arch_kwargs=ckpt["arch_kwargs"], extra={"randomised_from": str(src), "seed": seed})

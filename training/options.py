@@ -8,7 +8,7 @@ OUR_ARCHITECTURES = ["simple_cnn"]
 AUGMENTATIONS = ("auto", "none", "flip", "shift", "crop", "color", "rrc")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "multistep", "exponential", "cosine", "plateau", "onecycle")
-INITS = ("default", "kaiming", "xavier")
+INITS = ("default", "kaiming", "xavier", "torch")
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 2e-3}
 DEFAULT_WD = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
 
@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--backbone-lr", type=float, default=1.0, metavar="FACTOR",
                    help="with --pretrained: backbone learning rate = FACTOR x --lr (e.g. 0.1)")
     g.add_argument("--init", choices=INITS, default="default",
-                   help="weight initialisation of conv/linear layers (with --pretrained: of the new head)")
+                   help="weight initialisation of conv/linear layers (with --pretrained: of the new head): default keeps "
+                        "the architecture's own (kaiming for simple_cnn), torch is PyTorch's layer defaults")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=10)

@@ -83,3 +83,22 @@ def test_refuses_inconsistent_content(tmp_path):
         _save(tmp_path / "m.pt", preprocessing={"resize": 1})
     with pytest.raises(TypeError, match="not a plain value"):
         _save(tmp_path / "m.pt", extra={"f": object()})
+
+
+def test_randomised_copy_keeps_everything_but_the_weights(tmp_path):
+    from netscope.training.checkpoint import randomised_copy
+
+    model = build_model("simple_cnn", 3, input_size=32, widths=[4, 8], convs=2)
+    src = save_checkpoint(tmp_path / "a.pt", arch="simple_cnn", num_classes=3, class_names=["a", "b", "c"],
+                          preprocessing=PRE, model_state_dict=model.state_dict(),
+                          arch_kwargs={"input_size": 32, "widths": [4, 8], "convs": 2}, epoch=5)
+    copy = load_checkpoint(randomised_copy(src, tmp_path / "b.pt", seed=1))
+    again = load_checkpoint(randomised_copy(src, tmp_path / "c.pt", seed=1))
+    original = load_checkpoint(src)
+    for key in ("arch", "arch_kwargs", "num_classes", "class_names", "preprocessing"):
+        assert copy[key] == original[key]
+    weights = [k for k, v in original["model_state_dict"].items() if v.dim() >= 2]  # conv and linear
+    assert copy["model_state_dict"].keys() == original["model_state_dict"].keys() and len(weights) == 5
+    assert all(not torch.equal(copy["model_state_dict"][k], original["model_state_dict"][k]) for k in weights)
+    assert all(torch.equal(copy["model_state_dict"][k], again["model_state_dict"][k]) for k in weights)  # seeded
+    assert copy["epoch"] == 0 and copy["optimizer_state_dict"] is None

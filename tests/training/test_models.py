@@ -52,6 +52,31 @@ def test_pretrained_offline_says_where_it_looked(tmp_path, monkeypatch):
         build_pretrained("resnet18", 3, weights="NOPE")
 
 
+def test_simple_cnn_convs_per_block_keeps_one_conv_checkpoints_loadable():
+    one = build_model("simple_cnn", 6, input_size=32, widths=[8, 16])
+    assert [n for n, _ in one.named_parameters()][:3] == ["features.0.0.weight", "features.0.1.weight",
+                                                          "features.0.1.bias"]  # as before convs existed
+    assert build_model("simple_cnn", 6, input_size=32, widths=[8, 16], convs=1).state_dict().keys() == \
+        one.state_dict().keys()
+    two = build_model("simple_cnn", 6, input_size=32, widths=[8, 16], convs=2).eval()
+    convs = [n for n, m in two.named_modules() if isinstance(m, nn.Conv2d)]
+    assert convs == ["features.0.0", "features.0.3", "features.1.0", "features.1.3"]
+    assert two.features(torch.randn(1, 3, 32, 32)).shape == (1, 16, 8, 8)  # still one halving per block
+    with pytest.raises(ValueError, match="convs"):
+        build_model("simple_cnn", 6, convs=0)
+
+
+def test_torch_init_is_pytorchs_own_and_smaller_than_kaiming():
+    torch.manual_seed(0)
+    m = build_model("simple_cnn", 6, input_size=32, widths=[16, 32])  # simple_cnn's own init: kaiming
+    kaiming = m.features[1][0].weight.std().item()
+    init_weights(m, "torch")
+    bound = 1 / (16 * 9) ** 0.5  # PyTorch's conv default: uniform(+-1/sqrt(fan_in)), std bound/sqrt(3)
+    assert m.features[1][0].weight.abs().max() <= bound
+    assert m.features[1][0].weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.1)
+    assert kaiming > 1.5 * m.features[1][0].weight.std().item()  # fan_out 288 vs fan_in 144: 1.7x
+
+
 @pytest.mark.parametrize("scheme", ["kaiming", "xavier"])
 def test_init_schemes(scheme):
     torch.manual_seed(0)

@@ -108,6 +108,7 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     ["--optimizer", "adamw", "--scheduler", "cosine", "--init", "xavier"],
     ["--optimizer", "adamw", "--scheduler", "plateau", "--patience", "0", "--init", "kaiming"],
     ["--scheduler", "none", "--augment", "color", "--label-smoothing", "0.1"],
+    ["--init", "torch", "--arch-arg", "convs=2", "--scheduler", "cosine"],  # resume rebuilds two convs per block
 ])
 def test_optimisers_and_schedulers_round_trip(tmp_path, opts):
     code, out = _train(tmp_path, "o", "--epochs", "2", "--limit", "64", "--no-tensorboard", *opts)
