@@ -302,6 +302,47 @@ def cmd_explain(args) -> int:
     return 0 if not summary["failed"] else 3
 
 
+def cmd_pointing(args) -> int:
+    from .pointing import BASELINES, baseline, maps, off_centre, read_boxes
+    from netscope.server.pointing import pointing_game
+
+    try:
+        images = read_boxes(args.folder)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"netscope pointing: {args.folder} needs a boxes.csv (file, class, x0, y0, x1, y1, width, height), "
+              f"as export_shapes writes: {exc}", file=sys.stderr)
+        return 2
+    hard = {i.file for i in off_centre(images)}
+    rows = []
+    for name in BASELINES:
+        rows.append({"method": name, "layer": "", "all": baseline(images, name, tolerance=args.tolerance).accuracy,
+                     "off_centre": baseline([i for i in images if i.file in hard], name,
+                                            tolerance=args.tolerance).accuracy if hard else None})
+    with Client(args.server, timeout=args.timeout) as c:
+        for spec in dict.fromkeys(args.methods or ["grad_cam"]):
+            method, _, layer = spec.partition("@")
+            try:
+                heat = maps(c, args.model, images, method, layers=[layer] if layer else ())
+            except ValueError as exc:  # maps and boxes in different frames
+                print(f"netscope pointing: {exc}", file=sys.stderr)
+                return 2
+            boxes = [i.box for i in images]
+            hard_idx = [n for n, i in enumerate(images) if i.file in hard]
+            rows.append({"method": method, "layer": layer,
+                         "all": pointing_game(heat, boxes, args.tolerance).accuracy,
+                         "off_centre": pointing_game([heat[n] for n in hard_idx], [boxes[n] for n in hard_idx],
+                                                     args.tolerance).accuracy if hard_idx else None})
+    report = {"model": args.model, "images": len(images), "off_centre_images": len(hard),
+              "tolerance": args.tolerance, "results": rows}
+    if args.json:
+        print_json(report)
+        return 0
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    print_table([[r["method"] + (f"@{r['layer']}" if r["layer"] else ""), pct(r["all"]), pct(r["off_centre"])]
+                 for r in rows], ["method", f"all ({len(images)})", f"off-centre ({len(hard)})"])
+    return 0
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -637,6 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", action="store_true",
                    help="faithfulness metrics per image in the index, and their means per method")
     p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")
+    p = client_parser(sub, "pointing", "pointing-game accuracy of explanation methods on images with known boxes",
+                      cmd_pointing)
+    p.add_argument("folder", help="images plus boxes.csv (netscope.training.data.export_shapes writes one)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", dest="methods", action="append", metavar="METHOD[@LAYER]",
+                   help="explanation method, optionally @layer (repeatable; default grad_cam)")
+    p.add_argument("--tolerance", type=float, default=0.0, help="a peak this many pixels from its box still hits")
     p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
     p.add_argument("--model", required=True)
     p.add_argument("--rpc", choices=["predict", "explain"], default="predict")

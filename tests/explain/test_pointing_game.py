@@ -101,3 +101,30 @@ def test_maps_of_another_size_than_the_boxes_are_refused(client, shapes_model, t
     folder = export_shapes(tmp_path, 6, seed=0, size=2 * recipes.SHAPES_SIZE)  # the server resizes to 32
     with pytest.raises(ValueError, match="export the images at the model's input size"):
         play(client, shapes_model, read_boxes(folder), "grad_cam")
+
+
+def test_cli_reports_the_same_accuracy_as_the_client(run_cli, shapes_model, shapes_test_images, scores):
+    import json
+
+    folder = shapes_test_images[0].file.parents[1]
+    code, out, err = run_cli("pointing", str(folder), "--model", shapes_model, "--method", "grad_cam", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    rows = {r["method"]: r for r in report["results"]}
+    assert report["images"] == IMAGES and report["off_centre_images"] == len(off_centre(shapes_test_images))
+    assert rows["grad_cam"]["all"] == pytest.approx(scores["grad_cam"][0])
+    assert rows["grad_cam"]["off_centre"] == pytest.approx(scores["grad_cam"][1])
+    assert rows["centre"]["all"] == pytest.approx(baseline(shapes_test_images, "centre").accuracy)
+    code, out, _ = run_cli("pointing", str(folder), "--model", shapes_model, "--method", "grad_cam")
+    assert code == 0 and "grad_cam" in out and "off-centre" in out
+
+
+def test_cli_refuses_a_folder_without_boxes_and_maps_in_another_frame(run_cli, shapes_model, tmp_path, photo_files):
+    code, _, err = run_cli("pointing", str(tmp_path), "--model", shapes_model)
+    assert code == 2 and "boxes.csv" in err
+    # A 64 px export against a 32 px model: the maps are not in the boxes' frame.
+    big = export_shapes(tmp_path / "big", 6, seed=0, size=64)
+    code, _, err = run_cli("pointing", str(big), "--model", shapes_model)
+    assert code == 2 and "model's input size" in err
+    code, _, err = run_cli("pointing", str(big), "--model", "nope")
+    assert code == 1 and "NOT_FOUND" in err
