@@ -163,8 +163,8 @@ def add_train(sub) -> None:
 
     p = sub.add_parser("train", help="train an image classifier into a checkpoint the server serves",
                        description="Train an image classifier and write a netscope checkpoint, e.g. "
-                                   "netscope train --data shapes --arch simple_cnn --epochs 10 --out models/shapes.pt; "
-                                   "then netscope serve --model shapes=shapes serves it.")
+                                   "netscope train --data digits --epochs 12 --out models/digits.pt (docs/TRAINING.md has a shapes recipe); "
+                                   "then netscope serve --model digits=digits serves it.")
     add_arguments(p)
     p.set_defaults(run=cmd_train)
 

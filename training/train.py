@@ -187,9 +187,12 @@ def build_scheduler(args, optimizer, steps_per_epoch: int):
     if s == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=args.gamma, patience=args.patience), False
     max_lr = [g["lr"] for g in optimizer.param_groups]
+    total = max(1, args.epochs) * max(1, steps_per_epoch)
+    if total < 3:  # one cycle needs a step up and a step down; torch divides by zero otherwise
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), True
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=max_lr, epochs=max(1, args.epochs), steps_per_epoch=max(1, steps_per_epoch),
-        pct_start=0.25), True
+        pct_start=max(0.25, 1.5 / total)), True
 
 
 def confusion_metrics(cm: np.ndarray, names: list[str]) -> dict:

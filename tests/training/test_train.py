@@ -119,6 +119,13 @@ def test_optimisers_and_schedulers_round_trip(tmp_path, opts):
                  "--no-tensorboard", "--limit", "64", *opts]) == 0
 
 
+@pytest.mark.parametrize("epochs", ["1", "2"])
+def test_one_cycle_of_a_few_steps_trains(tmp_path, epochs):
+    """2 batches an epoch: cycles of 2 and 4 steps (torch's OneCycleLR divides by zero on those)."""
+    code, out = _train(tmp_path, "c", "--epochs", epochs, "--limit", "64", "--no-tensorboard", "--scheduler", "onecycle")
+    assert code == 0 and load_checkpoint(out)["epoch"] == int(epochs)
+
+
 def _err(argv, capsys):
     code = run(parser().parse_args(argv))
     return code, capsys.readouterr().err
