@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import torch
 
+from . import torch_thread
 from .errors import ResourceExhausted, Unavailable
 from .transfer import cat
 
@@ -79,11 +80,13 @@ class _Item:
 
 
 class Batcher:
-    """The batcher of one model. `pin`: concatenate host batches in pinned memory."""
+    """The batcher of one model. `pin`: concatenate host batches in pinned memory;
+    `device`: the model's (a CPU model's batches run on the torch thread)."""
 
-    def __init__(self, model_id: str, cfg: Batching, *, pin: bool = False):
+    def __init__(self, model_id: str, cfg: Batching, *, pin: bool = False, device: torch.device | str = "cpu"):
         self.model_id = model_id
         self.pin = pin
+        self.device = device
         self.max_batch = max(1, cfg.max_batch_size)
         self.max_delay = max(0.0, cfg.max_delay_ms) / 1e3
         self.max_queue = cfg.max_queue or DEFAULT_MAX_QUEUE
@@ -163,8 +166,8 @@ class Batcher:
         work = items[0].work
         size = sum(i.n for i in items)
         try:
-            x = cat([i.x for i in items], pin=self.pin) if len(items) > 1 else items[0].x
-            result = work.run(x)
+            xs = [i.x for i in items]
+            result = torch_thread.run(self.device, lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0]))
         except BaseException as exc:  # noqa: BLE001 - a shared batch failed: find out whose it was
             if len(items) == 1:
                 items[0].future.set_exception(exc)
@@ -190,6 +193,6 @@ def run(model: LoadedModel, x: torch.Tensor, work: Work) -> Batched:
     batcher = model.batcher
     if batcher is None or work.key is None or x.shape[0] >= batcher.max_batch:
         start = time.perf_counter()
-        result = work.run(x)
+        result = torch_thread.run(model.device, work.run, x)
         return Batched(work.rows(result, 0, x.shape[0]), 0.0, (time.perf_counter() - start) * 1e3, x.shape[0])
     return batcher.submit(x, work).result()

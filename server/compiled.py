@@ -17,7 +17,8 @@ graph replay.
 
 Every compiled call runs on one thread per model: torch's CUDA graph trees
 are per thread (a graph recorded in one thread is not replayed in another),
-and one device gains nothing from two concurrent forwards of one model.
+and one device gains nothing from two concurrent forwards of one model. On
+the CPU that thread is the server's torch thread (server/torch_thread.py).
 
 Not yet measured on a GPU (no GPU was lent to the session that wrote this).
 """
@@ -32,6 +33,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import torch_thread
 from .errors import FailedPrecondition, InvalidArgument, first_line
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -84,7 +86,8 @@ class CompiledForward:
         self.device, self.dtype, self.memory_format = device, dtype, memory_format
         self.backend = os.environ.get(BACKEND_ENV) or "inductor"
         self.cuda_graphs = device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
-        self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compiled-{name}")
+        self._lane = (ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"compiled-{name}")
+                      if device.type == "cuda" else None)
         self.batches = 0  # requests' batches answered compiled (not counting the warm-up)
         try:
             options = {"mode": mode} if self.backend == "inductor" else {}
@@ -105,7 +108,7 @@ class CompiledForward:
             try:
                 # Twice: reduce-overhead records the graph on the second call.
                 for _ in range(2 if self.cuda_graphs else 1):
-                    self._lane.submit(self._call, x.contiguous(memory_format=self.memory_format)).result()
+                    self._on_lane(x.contiguous(memory_format=self.memory_format))
             except Exception as exc:  # noqa: BLE001
                 self.close()
                 raise self._failed(exc) from None
@@ -125,9 +128,14 @@ class CompiledForward:
         n = x.shape[0]
         if b > n:
             x = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))]).contiguous(memory_format=self.memory_format)
-        logits = self._lane.submit(self._call, x).result()[:n]
+        logits = self._on_lane(x)[:n]
         self.batches += 1
         return logits
+
+    def _on_lane(self, x: torch.Tensor) -> torch.Tensor:
+        if self._lane is None:
+            return torch_thread.run(self.device, self._call, x)
+        return self._lane.submit(self._call, x).result()
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
@@ -142,4 +150,5 @@ class CompiledForward:
             return out.float().cpu()
 
     def close(self) -> None:
-        self._lane.shutdown(wait=False)
+        if self._lane is not None:
+            self._lane.shutdown(wait=False)

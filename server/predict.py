@@ -43,7 +43,7 @@ def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: b
     through the model's dynamic batcher when it has one."""
     k = resolve_k(k, model.num_classes)
     run = batching.run(model, x, logits_work(model))
-    return top_k(model, run.value, k, return_probabilities), run
+    return model.run(top_k, model, run.value, k, return_probabilities), run
 
 
 def top_k(model: LoadedModel, logits: torch.Tensor, k: int, return_probabilities: bool) -> list[Prediction]:

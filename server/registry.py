@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-from . import compiled, transfer
+from . import compiled, torch_thread, transfer
 from .batching import Batcher
 from .compiled import CompiledForward
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest
@@ -131,6 +131,11 @@ class LoadedModel:
     @property
     def input_size(self) -> tuple[int, int, int]:
         return self.recipe.input_size
+
+    def run(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) on the thread this model's torch work belongs to:
+        the server's one torch thread for a CPU model (server/torch_thread.py)."""
+        return torch_thread.run(self.device, fn, *args, **kwargs)
 
     @property
     def pinned(self) -> bool:
@@ -265,17 +270,21 @@ class Registry:
                 raise AlreadyExists(f"a model with id {model_id!r} is already loaded; unload it first or choose another id")
             self._loading.add(model_id)
         try:
-            loaded = self._build(model_id, source, weights, arch, num_classes)
+            def build_and_warm_up() -> LoadedModel:
+                model = self._build(model_id, source, weights, arch, num_classes)
+                self._place(model, dev, dt, channels_last)
+                if mode:
+                    self._compile(model, mode, buckets)
+                return model
+
+            loaded = torch_thread.run(dev, build_and_warm_up)
             loaded.batching = batching
             loaded.device_decode, loaded.pin_memory = device_decode, pin_memory
             if device_decode and dev.type != "cuda":
                 log.warning("%s: device_decode on %s decodes JPEGs with torchvision one after the other; "
                             "the OpenCV pool is faster there (the option is meant for CUDA)", model_id, dev)
-            self._place(loaded, dev, dt, channels_last)
-            if mode:
-                self._compile(loaded, mode, buckets)
             if loaded.batching.max_batch_size > 1:
-                loaded.batcher = Batcher(loaded.id, loaded.batching, pin=loaded.pinned)
+                loaded.batcher = Batcher(loaded.id, loaded.batching, pin=loaded.pinned, device=dev)
             with self._lock:
                 self._models[model_id] = loaded
             log.info("loaded %s: %s (%s) on %s as %s%s", model_id, loaded.source, loaded.weights, dev,

@@ -151,7 +151,7 @@ class InspectorService(pb_grpc.InspectorServicer):
             compile_batch_sizes=list(request.compile_batch_sizes), device_decode=request.device_decode,
             pin_memory=request.pin_memory if request.HasField("pin_memory") else True,
         )
-        return pb.LoadModelResponse(info=model_info(m, m.describe()))
+        return pb.LoadModelResponse(info=model_info(m, m.run(m.describe)))
 
     @rpc
     def UnloadModel(self, request, context):
@@ -161,7 +161,7 @@ class InspectorService(pb_grpc.InspectorServicer):
     @rpc
     def GetModelInfo(self, request, context):
         m = self.registry.get(request.model)
-        return model_info(m, m.describe(tuple(request.input_size) or None))
+        return model_info(m, m.run(m.describe, tuple(request.input_size) or None))
 
     # ------------------------------------------------------------ inference
 
@@ -196,13 +196,14 @@ class InspectorService(pb_grpc.InspectorServicer):
     def GetFeatureMaps(self, request, context):
         m = self.registry.get(request.model)
         clock = Clock()
-        x = m.to_device(self.batch(m, request.images))
+        x = self.batch(m, request.images)
         grid = convert.grid_spec(request.grid) if request.grid.render else None
         clock.lap("preprocess")
-        images = inspect.feature_maps(m.module, x, list(request.layers), channels=list(request.channels),
-                                      top_channels=request.top_channels, grid=grid,
-                                      with_tensor=not request.omit_tensor,
-                                      max_bytes=self.limits.max_message_bytes)
+        images = m.run(lambda: inspect.feature_maps(m.module, m.to_device(x), list(request.layers),
+                                                    channels=list(request.channels),
+                                                    top_channels=request.top_channels, grid=grid,
+                                                    with_tensor=not request.omit_tensor,
+                                                    max_bytes=self.limits.max_message_bytes))
         clock.lap("compute")
         out = pb.FeatureMapsResponse()
         for layers in images:
@@ -214,9 +215,9 @@ class InspectorService(pb_grpc.InspectorServicer):
     @rpc
     def GetKernels(self, request, context):
         m = self.registry.get(request.model)
-        k = inspect.kernels(m.module, request.layer, mode=convert.kernel_mode(request.mode),
-                            grid=convert.grid_spec(request.grid), with_tensor=not request.omit_tensor,
-                            max_bytes=self.limits.max_message_bytes)
+        k = m.run(inspect.kernels, m.module, request.layer, mode=convert.kernel_mode(request.mode),
+                  grid=convert.grid_spec(request.grid), with_tensor=not request.omit_tensor,
+                  max_bytes=self.limits.max_message_bytes)
         out = pb.KernelsResponse(layer=k.layer, grid_png=k.grid_png, mode=convert.kernel_mode_code(k.mode),
                                  tiles=k.tiles, total_tiles=k.total_tiles)
         if k.weight is not None:
@@ -227,12 +228,14 @@ class InspectorService(pb_grpc.InspectorServicer):
     def GetLayerStats(self, request, context):
         m = self.registry.get(request.model)
         clock = Clock()
-        x = m.to_device(self.batch(m, request.images)) if request.images else None
+        x = self.batch(m, request.images) if request.images else None
         target = convert.target_class(request.target, m.class_names) if request.HasField("target") else None
         clock.lap("preprocess")
-        result = inspect.layer_stats(m.module, list(request.layers), bins=request.bins,
-                                     hist_range=(request.hist_min, request.hist_max), x=x, target=target,
-                                     labels=list(request.labels) or None, max_bytes=self.limits.max_message_bytes)
+        result = m.run(lambda: inspect.layer_stats(m.module, list(request.layers), bins=request.bins,
+                                                   hist_range=(request.hist_min, request.hist_max),
+                                                   x=m.to_device(x) if x is not None else None, target=target,
+                                                   labels=list(request.labels) or None,
+                                                   max_bytes=self.limits.max_message_bytes))
         clock.lap("compute")
         out = pb.LayerStatsResponse(layers=[convert.layer_stats_to_proto(ls) for ls in result.layers],
                                     loss=result.loss or 0.0)
@@ -286,7 +289,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         for image, classes in zip(job.x, result.images):
             item = out.explanations.add()
             for cm in classes:
-                scores = (faithfulness.evaluate(m.forward, image, cm.upsampled.numpy(), cm.target)
+                scores = (m.run(faithfulness.evaluate, m.forward, image, cm.upsampled.numpy(), cm.target)
                           if request.options.faithfulness else None)
                 item.classes.append(convert.class_map_to_proto(cm, image, m.recipe, request, scores))
         clock.lap("postprocess")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 
@@ -21,9 +22,12 @@ def can_pin(device: torch.device) -> bool:
 def stack(tensors: Sequence[torch.Tensor], *, pin: bool) -> torch.Tensor:
     """torch.stack, into pinned memory when asked (CPU tensors only). Torch's
     caching host allocator reuses pinned blocks, so this costs no more than an
-    ordinary allocation once warm."""
-    if not pin or tensors[0].device.type != "cpu":
+    ordinary allocation once warm. Unpinned host batches are stacked by numpy:
+    request threads stay off torch's OpenMP (server/torch_thread.py)."""
+    if tensors[0].device.type != "cpu":
         return torch.stack(list(tensors))
+    if not pin:
+        return torch.from_numpy(np.stack([t.numpy() for t in tensors]))
     out = torch.empty((len(tensors), *tensors[0].shape), dtype=tensors[0].dtype, pin_memory=True)
     return torch.stack(list(tensors), out=out)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import pytest
@@ -73,27 +72,23 @@ def _sync():
 
 
 def test_grad_cam_in_process(benchmark, bench_server, jpegs):
-    """Run in a worker thread, as the server runs it: torch's OpenMP pool in the main
-    thread spin-waits differently, and on the shared 2-core machine ran grad_cam 2x
-    slower there than in a thread (OMP_WAIT_POLICY=passive evened them), which
-    would flatter the stream."""
+    """The same work the server does, where it does it: decoding in this thread,
+    explaining on the model's torch thread (server/torch_thread.py: a second
+    OpenMP team beside the server's would slow both)."""
     m = bench_server.registry.get("r18")
     request = pb.ExplainRequest(render_overlay=OVERLAY)
 
-    def work():
+    def run():
         for i in range(0, len(jpegs), BATCH):
             images = [pb.Image(encoded=j) for j in jpegs[i : i + BATCH]]
             x = convert.images_to_batch(images, m.recipe, max_pixels=DEFAULT_MAX_PIXELS, max_batch=BATCH)
-            result = explain(m.module, m.to_device(x), "grad_cam", arch=m.arch, class_names=m.class_names)
+            result = m.run(lambda: explain(m.module, m.to_device(x), "grad_cam", arch=m.arch,
+                                           class_names=m.class_names))
             if OVERLAY:
                 for image, (cm,) in zip(x, result.images):
                     convert.class_map_to_proto(cm, image, m.recipe, request)
         _sync()
         return len(jpegs)
-
-    def run():
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(work).result()
 
     benchmark.group = GROUP
     benchmark.extra_info.update(impl="in_process", images=IMAGES, batch=BATCH, device=DEVICE, overlay=OVERLAY)
