@@ -65,10 +65,10 @@ def sync(result=None):
     return result
 
 
-def label(benchmark, goal: str, variant: str, **extra) -> None:
+def label(benchmark, goal: str, variant: str, arch: str = ARCH, **extra) -> None:
     """serving_ratios.py pairs benchmarks by goal and variant."""
     benchmark.group = goal
-    benchmark.extra_info.update(goal=goal, variant=variant, device=DEVICE.type, arch=ARCH, **extra)
+    benchmark.extra_info.update(goal=goal, variant=variant, device=DEVICE.type, arch=arch, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def jpegs(photos):
 @pytest.mark.parametrize("model", list(OVERHEAD_MODELS))
 def test_predict_in_process(benchmark, server, jpeg, model):
     request = pb.PredictRequest(model=model, images=[jpeg], top_k=5)
-    label(benchmark, f"overhead {model}", "in-process")
+    label(benchmark, f"overhead {model}", "in-process", OVERHEAD_MODELS[model])
     response = benchmark(server.service.predict_response, request)
     assert len(response.predictions[0].top_k) == 5
 
@@ -97,7 +97,7 @@ def test_predict_in_process(benchmark, server, jpeg, model):
 @pytest.mark.parametrize("model", list(OVERHEAD_MODELS))
 def test_predict_over_grpc(benchmark, client, jpeg, model):
     request = pb.PredictRequest(model=model, images=[jpeg], top_k=5)
-    label(benchmark, f"overhead {model}", "service")
+    label(benchmark, f"overhead {model}", "service", OVERHEAD_MODELS[model])
     response = benchmark(client.call, "Predict", request)
     assert len(response.predictions[0].top_k) == 5
 
