@@ -571,7 +571,8 @@ def cmd_summary(args) -> int:
 
 # ---------------------------------------------------------------- main
 
-def client_parser(sub, name: str, help: str, run, *, fleet: bool = False, **kw) -> argparse.ArgumentParser:
+def client_parser(sub, name: str, help: str, run, *, fleet: bool = False,
+                  timeout_help: str = "deadline per call in seconds", **kw) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, **kw)
     if fleet:  # several servers share the work
         p.add_argument("--server", dest="servers", action="append", metavar="HOST:PORT",
@@ -579,7 +580,7 @@ def client_parser(sub, name: str, help: str, run, *, fleet: bool = False, **kw) 
         p.set_defaults(server=None)
     else:
         p.add_argument("--server", default=DEFAULT_SERVER, help=f"host:port of the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
-    p.add_argument("--timeout", type=float, default=120.0, help="deadline per call in seconds")
+    p.add_argument("--timeout", type=float, default=120.0, help=timeout_help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run)
     return p
@@ -658,7 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="summarise for this input size")
     p.add_argument("--depth", type=int, default=3, help="deepest nesting level shown (default 3)")
-    p = client_parser(sub, "explain", "explain images or folders: overlay PNGs and an index.csv", cmd_explain, fleet=True)
+    p = client_parser(sub, "explain", "explain images or folders: overlay PNGs and an index.csv", cmd_explain, fleet=True,
+                      timeout_help="seconds a server may hold images without answering before its images "
+                                   "go to the other servers")
     p.add_argument("inputs", nargs="+", help="image files and folders (walked recursively)")
     p.add_argument("--model", required=True)
     p.add_argument("--method", dest="methods", action="append", metavar="METHOD",
