@@ -11,8 +11,10 @@ concatenated batch and hands each request its own rows. Requests of other
 keys keep their place in line.
 
 Two workers per model: while one runs a batch (or a long explanation), the
-other gathers the next one, so a Predict is not stuck behind a Score-CAM and
-the device gets the next batch as soon as it is free.
+other gathers the next one, so the device gets the next batch as soon as it
+is free, and on a GPU a Predict is not stuck behind a Score-CAM. A CPU
+model's batches all run on the server's one torch thread
+(server/torch_thread.py), one after the other.
 
 With batching off, or for a request already as large as a batch, the work
 runs in the caller's thread: no queue hop, no added latency. If a shared
