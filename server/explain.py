@@ -184,12 +184,16 @@ def default_layer(model: nn.Module, arch: str = "") -> str:
 
 
 def _last_relu(seq_name: str):
+    """The last ReLU inside `seq_name`, nested blocks included: the last
+    conv's activation before the final pool, non-negative as the Grad-CAM
+    family's weights assume (XGrad-CAM divides by each channel's sum)."""
+
     def pick(model: nn.Module) -> str | None:
         seq = dict(model.named_modules()).get(seq_name)
         if seq is None:
             return None
-        idx = [i for i, m in enumerate(seq) if isinstance(m, nn.ReLU)]
-        return f"{seq_name}.{idx[-1]}" if idx else seq_name
+        relus = [name for name, m in seq.named_modules() if isinstance(m, nn.ReLU)]
+        return f"{seq_name}.{relus[-1]}" if relus else seq_name
 
     return pick
 
@@ -206,6 +210,7 @@ _FAMILY_DEFAULT = {
     "ResNet": "layer4",
     "VGG": _last_relu("features"),  # the last conv's ReLU, before the last max-pool
     "AlexNet": _last_relu("features"),
+    "SimpleCNN": _last_relu("features"),  # ours: the last block's last ReLU, before its max-pool
     "DenseNet": "features",
     "MobileNetV2": "features",
     "MobileNetV3": "features",

@@ -42,8 +42,9 @@ class SimpleCNN(nn.Module):
     """The small CNN of PyTorch's CIFAR-10 tutorial, rebuilt as conv-BN-ReLU-pool blocks.
 
     `features` holds one block per entry of `widths`, each halving the input,
-    so a 64x64 input with three blocks ends in an 8x8 map (a good CAM target:
-    `features.2`, or its conv `features.2.0`). The head averages that map
+    so a 64x64 input with three blocks ends in an 8x8 map (CAMs explain the
+    last block's last ReLU by default, `features.2.2` with one conv per
+    block, the map before that block's pool). The head averages that map
     (global average pooling, which makes CAM exact) and classifies it with
     `classifier`: dropout and, by default, one linear layer; `hidden=[120, 84]`
     gives the tutorial's fully connected stack instead.

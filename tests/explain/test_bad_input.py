@@ -103,3 +103,15 @@ def test_default_layers_per_family(arch, layer):
 
     m = torchvision.models.get_model(arch, weights=None)
     assert default_layer(m, arch) == layer
+
+
+@pytest.mark.parametrize("convs,layer", [(1, "features.2.2"), (2, "features.2.5")])
+def test_default_layer_of_simple_cnn_is_its_last_relu(convs, layer):
+    """Our own CNN: the last block's last ReLU (non-negative, before the final
+    pool halves the map), not its raw last conv, where XGrad-CAM's per-channel
+    sums go negative."""
+    from netscope.training.models import build_model
+
+    m = build_model("simple_cnn", 10, convs=convs)
+    assert default_layer(m, "simple_cnn") == layer
+    assert isinstance(dict(m.named_modules())[layer], torch.nn.ReLU)
