@@ -40,9 +40,11 @@ done
 rm -rf build
 .venv/bin/pip wheel -q --no-deps --no-build-isolation . -w .whl
 rm -rf build
+# Which commit the wheel was built from: gpu_check.sh prints it in its log.
+echo "$(git describe --always --dirty) built $(date -u +%FT%TZ)" > .whl/SOURCE
 
 echo "wheels in .whl:"
-ls -l .whl | awk 'NR > 1 {printf "  %8.1f KiB  %s\n", $5 / 1024, $9}'
+ls -l .whl/*.whl | awk '{printf "  %8.1f KiB  %s\n", $5 / 1024, substr($9, 6)}'
 # What they need beyond themselves (--no-deps fetched none): check it is on the image.
 for w in .whl/*.whl; do
     deps=$(unzip -p "$w" '*.dist-info/METADATA' | sed -n 's/^Requires-Dist: //p' | { grep -v 'extra ==' || true; } | tr '\n' ';')
