@@ -8,6 +8,9 @@
 # Dry run on this machine's CPU (tiny sizes, every step):
 #     OUT=/tmp/gpucheck PYTHON=.venv/bin/python NETSCOPE_GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh
 #
+# Knobs: PYTHON (python3), NETSCOPE_GPU_CHECK_DEVICE (cuda), NETSCOPE_GPU_CHECK_QUICK
+# (1 on the CPU: tiny sizes, batch-1 Grad-CAM only), NETSCOPE_GPU_CHECK_DEADLINE (520 s).
+#
 # Writes $OUT/gpu_check.log (everything, each step's exit status and time, a
 # summary last) and pytest-benchmark JSON: gradcam.json, stream.json,
 # stream_overlay.json, serving.json, serving_compile.json (6 files; the
