@@ -14,7 +14,8 @@ Two workers per model: while one runs a batch (or a long explanation), the
 other gathers the next one, so the device gets the next batch as soon as it
 is free, and on a GPU a Predict is not stuck behind a Score-CAM. A CPU
 model's batches all run on the server's one torch thread
-(server/torch_thread.py), one after the other.
+(server/torch_thread.py), where Predict's go first and also run between the
+forward passes of a long explanation.
 
 With batching off, or for a request already as large as a batch, the work
 runs in the caller's thread: no queue hop, no added latency. If a shared
@@ -50,12 +51,14 @@ class Work:
     `run` takes an (N, C, H, W) batch and returns a result covering its N
     images; `rows(result, start, stop)` cuts one request's share out of it.
     Requests whose `key`s are equal (and whose images have one shape) may
-    share a batch; key None means: never batch this one, run it alone."""
+    share a batch; key None means: never batch this one, run it alone.
+    `urgent` work (Predict) goes ahead of the rest on the torch thread."""
 
     rpc: str
     key: Hashable | None
     run: Callable[[torch.Tensor], Any]
     rows: Callable[[Any, int, int], Any]
+    urgent: bool = False
 
 
 @dataclass
@@ -169,7 +172,8 @@ class Batcher:
         size = sum(i.n for i in items)
         try:
             xs = [i.x for i in items]
-            result = torch_thread.run(self.device, lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0]))
+            result = torch_thread.run(self.device, lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0]),
+                                      urgent=work.urgent)
         except BaseException as exc:  # noqa: BLE001 - a shared batch failed: find out whose it was
             if len(items) == 1:
                 items[0].future.set_exception(exc)
@@ -195,6 +199,6 @@ def run(model: LoadedModel, x: torch.Tensor, work: Work) -> Batched:
     batcher = model.batcher
     if batcher is None or work.key is None or x.shape[0] >= batcher.max_batch:
         start = time.perf_counter()
-        result = torch_thread.run(model.device, work.run, x)
+        result = torch_thread.run(model.device, work.run, x, urgent=work.urgent)
         return Batched(work.rows(result, 0, x.shape[0]), 0.0, (time.perf_counter() - start) * 1e3, x.shape[0])
     return batcher.submit(x, work).result()

@@ -33,7 +33,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from . import attributions, cams
+from . import attributions, cams, torch_thread
 from .maps import first_component, normalize, upsample  # noqa: F401 (part of this module's interface)
 from .errors import InvalidArgument, closest
 from .hooks import find_layer
@@ -430,10 +430,12 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, *, 
     # gets channels-last input from the registry (faster on CPU batches and on
     # tensor cores); we do not switch layouts behind the caller's back, since
     # that moves ill-conditioned maps by float32 rounding (see PERFORMANCE.md).
-    if METHODS[method].family == "cam":
-        res = cams.compute(model, x, method, used, tgt.pick, opts)
-    else:
-        res = attributions.compute(model, x, method, used, tgt.pick, opts)
+    # A Predict waiting for this CPU model's torch thread runs between blocks.
+    with torch_thread.yielding(model):
+        if METHODS[method].family == "cam":
+            res = cams.compute(model, x, method, used, tgt.pick, opts)
+        else:
+            res = attributions.compute(model, x, method, used, tgt.pick, opts)
 
     # One copy back to the host for everything the answer needs.
     probs = torch.softmax(res.logits.float(), dim=1)

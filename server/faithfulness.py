@@ -27,6 +27,7 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
+from . import torch_thread
 from .errors import InvalidArgument
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # (N, C, H, W) float32 -> (N, classes) logits
@@ -50,6 +51,7 @@ def probabilities(forward: Forward, batch: torch.Tensor, target: int, batch_size
     out = []
     with torch.inference_mode():
         for chunk in batch.split(batch_size):
+            torch_thread.serve_urgent()  # a waiting Predict runs between chunks (server/torch_thread.py)
             out.append(torch.softmax(forward(chunk).float(), dim=1)[:, target].cpu())
     return torch.cat(out).numpy()
 

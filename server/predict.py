@@ -33,8 +33,10 @@ def resolve_k(k: int, num_classes: int) -> int:
 
 
 def logits_work(model: LoadedModel) -> batching.Work:
-    """The forward pass as batchable work: every Predict on a model may share a batch."""
-    return batching.Work("Predict", "logits", model.infer, lambda logits, start, stop: logits[start:stop])
+    """The forward pass as batchable work: every Predict on a model may share
+    a batch, and it is urgent: it does not wait behind long explanations."""
+    return batching.Work("Predict", "logits", model.infer, lambda logits, start, stop: logits[start:stop],
+                         urgent=True)
 
 
 def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: bool = False
@@ -43,22 +45,25 @@ def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: b
     through the model's dynamic batcher when it has one."""
     k = resolve_k(k, model.num_classes)
     run = batching.run(model, x, logits_work(model))
-    return model.run(top_k, model, run.value, k, return_probabilities), run
+    return top_k(model, run.value, k, return_probabilities), run
 
 
 def top_k(model: LoadedModel, logits: torch.Tensor, k: int, return_probabilities: bool) -> list[Prediction]:
-    """Softmax in float32 whatever the model's dtype, then the k best per row."""
-    probs = torch.softmax(logits.float(), dim=1)
-    top_p, top_i = probs.topk(k, dim=1)
-    top_l = logits.float().gather(1, top_i)
+    """Softmax in float32 (the logits already are, on the host), then the k
+    best per row. In numpy, in the request's thread: no second trip to a
+    CPU model's torch thread, which may be busy with a long explanation."""
+    z = logits.numpy()
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    probs = e / e.sum(axis=1, keepdims=True)
+    top_i = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     out = []
-    for row in range(logits.shape[0]):
+    for row in range(z.shape[0]):
         idx = top_i[row].tolist()
         out.append(Prediction(
             indices=idx,
             labels=[model.class_names[i] for i in idx],
-            probabilities=top_p[row].tolist(),
-            logits=top_l[row].tolist(),
-            all_probabilities=probs[row].numpy() if return_probabilities else None,
+            probabilities=probs[row, idx].tolist(),
+            logits=z[row, idx].tolist(),
+            all_probabilities=probs[row] if return_probabilities else None,
         ))
     return out

@@ -134,7 +134,8 @@ class LoadedModel:
 
     def run(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) on the thread this model's torch work belongs to:
-        the server's one torch thread for a CPU model (server/torch_thread.py)."""
+        the server's one torch thread for a CPU model (server/torch_thread.py;
+        `urgent=True` puts it ahead of the waiting rest)."""
         return torch_thread.run(self.device, fn, *args, **kwargs)
 
     @property

@@ -12,38 +12,143 @@ So a CPU model is built, warmed up, run, explained and inspected on one
 long-lived thread: one team, always warm. Requests still decode in their own
 threads (OpenCV and numpy, no OpenMP). Work for a CUDA model runs in the
 caller's thread: the GPU computes, the host only launches kernels.
+
+One thread means one line, and a Predict must not wait out a Score-CAM.
+So work comes in two lanes: urgent work (Predict) is taken before the rest
+(but never more than URGENT_BURST in a row while other work waits, so a
+stream of Predicts cannot starve a LoadModel or an explanation), and long
+work lets it in: an explanation runs its model `yielding()`, so at
+the start of each block of each forward pass `serve_urgent()` runs the
+urgent work waiting, right there, on this thread, in a fresh context (the
+explanation's captures and output replacements are ContextVars,
+server/hooks.py: they neither see nor touch it). Modules are stateless in
+eval mode, so a forward pass may start inside another one's block
+boundary; a Predict waits for at most one block, not one explanation.
 """
 from __future__ import annotations
 
+import contextvars
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from collections import deque
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
 
 import torch
+from torch import nn
 
 T = TypeVar("T")
 
-_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netscope-torch")
+URGENT_BURST = 8  # urgent items taken in a row before waiting other work gets its turn
+
 _inside = threading.local()
+
+
+class _Line:
+    """The torch thread and its two lanes of waiting work."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._urgent: deque = deque()
+        self._normal: deque = deque()
+        self._thread: threading.Thread | None = None
+        self._in_a_row = 0  # urgent items taken since other work last got its turn
+
+    def submit(self, call: Callable[[], T], urgent: bool) -> Future:
+        future: Future = Future()
+        with self._cond:
+            (self._urgent if urgent else self._normal).append((future, call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="netscope-torch", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return future
+
+    def serve_urgent(self) -> None:
+        """The urgent work waiting now; work arriving meanwhile waits for the
+        next call, so the long work goes on between rounds."""
+        if getattr(_inside, "serving", False):
+            return  # urgent work never waits for more urgent work
+        _inside.serving = True
+        try:
+            with self._cond:
+                waiting = len(self._urgent)
+            for _ in range(waiting):
+                with self._cond:
+                    future, call = self._urgent.popleft()
+                contextvars.Context().run(_execute, future, call)
+        finally:
+            _inside.serving = False
+
+    def _loop(self) -> None:
+        _inside.active = True
+        while True:
+            with self._cond:
+                while not self._urgent and not self._normal:
+                    self._cond.wait()
+                if self._urgent and (not self._normal or self._in_a_row < URGENT_BURST):
+                    future, call = self._urgent.popleft()
+                    self._in_a_row = self._in_a_row + 1 if self._normal else 0
+                else:
+                    future, call = self._normal.popleft()
+                    self._in_a_row = 0
+            _execute(future, call)
+
+
+def _execute(future: Future, call: Callable[[], T]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = call()
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+_line = _Line()
 
 
 def on_torch_thread() -> bool:
     return getattr(_inside, "active", False)
 
 
-def run(device: torch.device | str | None, fn: Callable[..., T], *args, **kwargs) -> T:
+def run(device: torch.device | str | None, fn: Callable[..., T], *args, urgent: bool = False, **kwargs) -> T:
     """fn(*args, **kwargs) on the torch thread when `device` is the CPU (None:
     CPU work whatever the model's device, such as building weights), else here.
     Its result is returned and its exception raised here; called from the
-    torch thread itself, fn just runs."""
+    torch thread itself, fn just runs. `urgent` work (Predict) goes ahead of
+    the waiting rest, and runs inside long work at its next `serve_urgent()`."""
     if on_torch_thread() or (device is not None and torch.device(device).type != "cpu"):
         return fn(*args, **kwargs)
+    return _line.submit(lambda: fn(*args, **kwargs), urgent).result()
 
-    def call():
-        _inside.active = True
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _inside.active = False
 
-    return _executor.submit(call).result()
+def serve_urgent() -> None:
+    """Long work calls this between its forward passes: on the torch thread,
+    urgent work waiting now runs here first (elsewhere it does nothing)."""
+    if on_torch_thread():
+        _line.serve_urgent()
+
+
+@contextmanager
+def yielding(model: nn.Module) -> Iterator[None]:
+    """Within the block, on the torch thread, each forward pass of `model`
+    serves the urgent work waiting at the start of every block (the modules
+    one and two levels down: a ResNet's stages and their blocks, a VGG's
+    layers). Elsewhere (a CUDA model, in-process use) it does nothing. The
+    hooks are gone on exit, whatever happened."""
+    if not on_torch_thread():
+        yield
+        return
+    blocks = [m for name, m in model.named_modules() if name and name.count(".") <= 1]
+    handles = [m.register_forward_pre_hook(_serve_urgent_hook) for m in blocks]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _serve_urgent_hook(module: nn.Module, args) -> None:
+    serve_urgent()

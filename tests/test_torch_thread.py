@@ -2,9 +2,14 @@
 (server/torch_thread.py): every RPC that runs the model, through a real server."""
 from __future__ import annotations
 
+import contextvars
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+import torch
 
 from netscope.server import torch_thread
 
@@ -45,3 +50,129 @@ def test_run_returns_raises_and_nests():
 def test_work_for_another_device_runs_in_the_callers_thread():
     here = threading.current_thread().name
     assert torch_thread.run("cuda:0", lambda: threading.current_thread().name) == here
+
+
+def test_urgent_work_runs_inside_long_work_at_its_next_yield():
+    """Long work polls serve_urgent() until urgent work has run, so it can only
+    finish because the urgent work ran in between, on the same thread and in a
+    fresh context (the long work's ContextVar unseen); plain work submitted
+    meanwhile waits for its turn."""
+    var = contextvars.ContextVar("long_work_state", default="unset")
+    started, urgent_ran, order = threading.Event(), threading.Event(), []
+
+    def long_work():
+        var.set("long work's")
+        started.set()
+        for _ in range(2000):
+            torch_thread.serve_urgent()
+            if urgent_ran.is_set():
+                order.append("long")
+                return threading.current_thread().name
+            time.sleep(0.01)
+        return None  # the urgent work never came in: fail below, not hang
+
+    def urgent():
+        order.append("urgent")
+        urgent_ran.set()
+        return threading.current_thread().name, var.get()
+
+    with ThreadPoolExecutor(3) as pool:
+        long_done = pool.submit(torch_thread.run, "cpu", long_work)
+        assert started.wait(30)
+        plain_done = pool.submit(torch_thread.run, "cpu", order.append, "plain")
+        time.sleep(0.05)  # the plain work is queued before the urgent
+        urgent_done = pool.submit(torch_thread.run, "cpu", urgent, urgent=True)
+        name, seen = urgent_done.result(30)
+        assert long_done.result(30) == name and name.startswith("netscope-torch")
+        plain_done.result(30)
+    assert seen == "unset"
+    assert order == ["urgent", "long", "plain"]
+
+
+def test_a_stream_of_urgent_work_never_starves_the_rest():
+    """Urgent work goes first, but other work waiting gets its turn after
+    URGENT_BURST urgent items in a row (a LoadModel behind busy Predicts)."""
+    gate, order = threading.Event(), []
+    line = torch_thread._line
+    futures = [line.submit(lambda: gate.wait(30), urgent=False)]  # holds the thread while the lanes fill
+    time.sleep(0.05)
+    futures.append(line.submit(lambda: order.append("plain"), urgent=False))
+    futures += [line.submit(lambda i=i: order.append(i), urgent=True) for i in range(20)]
+    gate.set()
+    for f in futures:
+        f.result(30)
+    burst = torch_thread.URGENT_BURST
+    assert order == list(range(burst)) + ["plain"] + list(range(burst, 20))
+
+
+def test_yielding_lets_urgent_work_in_between_the_blocks_of_one_forward_pass():
+    """The first block of a forward pass holds until urgent work is in line;
+    the second block, under yielding(), starts only after it ran. Without
+    yielding() the urgent work would wait for the whole forward pass."""
+    from torch import nn
+
+    started, urgent_ran = threading.Event(), threading.Event()
+
+    class HoldUntilUrgentWaits(nn.Module):
+        def forward(self, x):
+            started.set()
+            deadline = time.monotonic() + 30
+            while not torch_thread._line._urgent and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return x
+
+    class Look(nn.Module):
+        def forward(self, x):
+            return x + urgent_ran.is_set()
+
+    model = nn.Sequential(HoldUntilUrgentWaits(), Look())
+
+    def long_work():
+        with torch_thread.yielding(model):
+            return float(model(torch.zeros(1)))
+
+    with ThreadPoolExecutor(2) as pool:
+        out = pool.submit(torch_thread.run, "cpu", long_work)
+        assert started.wait(30)
+        pool.submit(torch_thread.run, "cpu", urgent_ran.set, urgent=True).result(30)
+        assert out.result(30) == 1.0
+    assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("method,options,shape", [
+    # features.4's 40 channels in batches of 2: 20 forward passes
+    ("score_cam", dict(layers="features.4", batch_size=2), (14, 14)),
+    ("ablation_cam", dict(layers="features.4", batch_size=2), (14, 14)),
+    # Captum: 16 occluded copies in batches of 2
+    ("occlusion", dict(window=56, stride=56, batch_size=2), (224, 224)),
+])
+def test_a_predict_is_answered_while_a_long_explanation_runs(client, server, photos, method, options, shape):
+    """A CPU model's work shares one thread, yet a Predict does not wait out a
+    Score-CAM or an ablation: it runs between their forward passes (with their
+    hooks on the model, unseen) and answers exactly as on an idle server. The
+    explanation's first batched forward pass is held until the Predict is in
+    line, so the Predict can only be answered before the explanation ends by
+    running in between."""
+    rgb = photos["chelsea"]
+    idle = client.predict("mnv3", rgb, probabilities=True)[0]
+    held = threading.Event()
+
+    def hold_until_a_predict_waits(module, args):
+        if args[0].shape[0] > 1 and not held.is_set():
+            held.set()
+            deadline = time.monotonic() + 30
+            while not torch_thread._line._urgent and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+    handle = server.registry.get("mnv3").module.register_forward_pre_hook(hold_until_a_predict_waits)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(client.explain, "mnv3", rgb, method=method, **options)
+            assert held.wait(60), "the explanation never reached its batched forward passes"
+            during = client.predict("mnv3", rgb, probabilities=True)[0]
+            assert not long.done(), "the Predict waited for the whole explanation"
+            assert long.result(120)[0][0].heatmap.shape == shape
+    finally:
+        handle.remove()
+    assert during.top_k == idle.top_k
+    np.testing.assert_allclose(during.probabilities, idle.probabilities, rtol=1e-6)
