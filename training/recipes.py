@@ -4,7 +4,8 @@ scripts that rely on them (docs/TRAINING.md has their accuracies and times).
 SHAPES trains simple_cnn on the generated shapes at 32x32 in about a minute on one
 CPU thread, to 94-97% test accuracy (seeds 0-2): two convs per block and
 PyTorch's own layer init are what it needs (docs/TRAINING.md, "Why the demo is
-digits"). Its last conv, `features.2.3`, gives 8x8 CAMs; the shapes' boxes
+digits"). Its last block's last ReLU, `features.2.5` (the default CAM layer),
+gives 8x8 CAMs; the shapes' boxes
 make it the model the pointing game is measured on (scripts/pointing_game.py).
 """
 from __future__ import annotations
