@@ -20,6 +20,9 @@ gradients G of the target's logit with respect to A:
     layer_cam             element-wise relu(G) A
     eigen_cam             first principal component of A
     eigen_grad_cam        first principal component of G A
+    fem                   w_c = share of A_c's pixels above mean_hw A_c + k std_hw A_c (no gradients)
+    finer_cam             grad_cam, G of sum_i p_i (y_t - alpha y_i) / sum_i p_i over the classes i
+                          whose logits are closest to the target's (p = softmax of the logits)
     cam                   w_c = the classifier's weight of the target (GAP + Linear heads)
     score_cam             w = softmax_c(logit of x masked by normalised upsampled A_c)
     ss_cam                the same, scores averaged over noisy masked inputs
@@ -45,7 +48,7 @@ from .maps import Layout, Raw, first_component, first_tensor, layout_of, normali
 Pick = Callable[[torch.Tensor], torch.Tensor]
 
 GRADIENT_METHODS = ("grad_cam", "grad_cam_plus_plus", "smooth_grad_cam_plus_plus", "xgrad_cam", "hires_cam",
-                    "grad_cam_elementwise", "layer_cam", "eigen_grad_cam")
+                    "grad_cam_elementwise", "layer_cam", "eigen_grad_cam", "finer_cam")
 SCORE_METHODS = ("score_cam", "ss_cam", "is_cam")
 DEFAULT_BATCH = 32
 AUGMENTATIONS = [(flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)]
@@ -102,7 +105,10 @@ def _maps(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pic
         if not out.requires_grad:
             raise InvalidArgument(f"{method}: the model's output does not depend on {', '.join(layers)}")
         for j in range(k):
-            score = out.gather(1, targets[:, j : j + 1]).sum()
+            if method == "finer_cam":
+                score = _finer_score(out, targets[:, j], opts).sum()
+            else:
+                score = out.gather(1, targets[:, j : j + 1]).sum()
             grads = cap.gradients(score, layers, retain_graph=j < k - 1)
             for n in layers:
                 maps[n].append(_gradient_map(method, acts[n], layouts[n].grid(grads[n]).float(), eigen))
@@ -110,6 +116,9 @@ def _maps(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pic
         for n in layers:
             m = torch.relu(first_component(acts[n]))
             maps[n] = [m] * k
+    elif method == "fem":
+        for n in layers:
+            maps[n] = [_reduce(acts[n], weights=_fem_weights(acts[n], opts.get("fem_k", 2.0)), eigen=eigen)] * k
     elif method == "cam":
         n = layers[0]
         a, weights = _cam_weights(model, n, acts[n], logits, targets)
@@ -143,7 +152,7 @@ def _reduce(a: torch.Tensor, *, weights: torch.Tensor | None = None, elementwise
 
 
 def _gradient_map(method: str, a: torch.Tensor, g: torch.Tensor, eigen: bool) -> torch.Tensor:
-    if method == "grad_cam":
+    if method in ("grad_cam", "finer_cam"):
         return _reduce(a, weights=g.mean(dim=(2, 3)), eigen=eigen)
     if method == "grad_cam_plus_plus":
         g2 = g * g
@@ -160,6 +169,32 @@ def _gradient_map(method: str, a: torch.Tensor, g: torch.Tensor, eigen: bool) ->
     if method == "eigen_grad_cam":
         return _reduce(a, elementwise=g * a, eigen=True)
     raise InvalidArgument(f"unknown gradient CAM {method!r}")  # pragma: no cover
+
+
+def _fem_weights(a: torch.Tensor, k: float) -> torch.Tensor:
+    """(N, C): the share of each channel's pixels above its mean + k standard deviations."""
+    mean = a.mean(dim=(2, 3), keepdim=True)
+    std = a.std(dim=(2, 3), keepdim=True, correction=0)
+    return (a > mean + k * std).float().mean(dim=(2, 3))
+
+
+def _finer_score(out: torch.Tensor, target: torch.Tensor, opts) -> torch.Tensor:
+    """(N,): the target's logit against its closest rivals, each weighted by
+    its probability (Finer-CAM): what tells the target from the classes it is
+    easily confused with, rather than what it shares with them."""
+    classes = out.shape[1]
+    if classes < 2:
+        raise InvalidArgument("finer_cam compares the target with other classes; this model has one")
+    alpha, n = opts.get("finer_alpha", 1.0), opts.get("finer_classes", min(3, classes - 1))
+    if n > classes - 1:
+        raise InvalidArgument(f"finer_classes {n} is more than the {classes - 1} other classes the model has")
+    y = out.float()
+    y_t = y.gather(1, target[:, None])
+    gap = (y - y_t).abs().detach()
+    gap.scatter_(1, target[:, None], -1.0)  # the target itself sorts first, then its closest rivals
+    rivals = gap.argsort(dim=1, stable=True)[:, 1 : n + 1]
+    p = torch.softmax(y, dim=1).gather(1, rivals)
+    return (p * (y_t[:, 0:1] - alpha * y.gather(1, rivals))).sum(1) / (p.sum(1) + 1e-9)
 
 
 def _plus_plus_weights(a, g1, g2, g3) -> torch.Tensor:

@@ -27,6 +27,7 @@ copy of the module tree (server/attributions.py).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Sequence, Union
 
@@ -61,6 +62,8 @@ _METHODS = [
     Method("layer_cam", "cam", True, False, "LayerCAM: ReLU(gradient) x activation; several layers are fused"),
     Method("eigen_cam", "cam", True, False, "first principal component of the activations (no gradients, class-agnostic)"),
     Method("eigen_grad_cam", "cam", True, False, "first principal component of gradient x activation"),
+    Method("fem", "cam", True, False, "FEM: channels weighted by their share of pixels above mean + k std (no gradients, class-agnostic)"),
+    Method("finer_cam", "cam", True, False, "Finer-CAM: Grad-CAM of the target's logit minus those of its most similar classes"),
     Method("score_cam", "cam", True, False, "channels weighted by the score of the input masked by each channel"),
     Method("ss_cam", "cam", True, False, "Smoothed Score-CAM: Score-CAM scores averaged over noisy masked inputs"),
     Method("is_cam", "cam", True, False, "Integrated Score-CAM: Score-CAM scores integrated over mask intensities"),
@@ -120,6 +123,9 @@ class Options:
     samples: int | None = None  # smooth_grad_cam_plus_plus / ss_cam (4), gradient_shap (5)
     noise: float | None = None  # their noise standard deviation in input units (0.3; gradient_shap 0.0)
     seed: int | None = None  # seeds the random methods (noise, baselines) for reproducible maps
+    fem_k: float | None = None  # fem: a channel weighs the share of its pixels above mean + fem_k * std (2)
+    finer_alpha: float | None = None  # finer_cam: share of each similar class's logit subtracted (1)
+    finer_classes: int | None = None  # finer_cam: how many classes with the closest logits it compares against (3)
 
     def get(self, name: str, default):
         value = getattr(self, name)
@@ -372,10 +378,16 @@ def check_options(method: str, opts: Options, x: torch.Tensor) -> Options:
     at_least("nt_samples", 1, "leave it unset for 5")
     at_least("window", 1, "leave it unset for 1/8 of the shorter side")
     at_least("stride", 1, "leave it unset for half the window")
+    at_least("finer_classes", 1, "leave it unset for 3")
     for name in ("noise", "nt_stdev"):
         value = getattr(opts, name)
         if value is not None and not (value >= 0.0 and value == value and value != float("inf")):
             raise InvalidArgument(f"{name} must be a finite standard deviation >= 0; got {value}")
+    for name, what in (("fem_k", "a number of standard deviations (default 2)"),
+                       ("finer_alpha", "a finite factor (default 1)")):
+        value = getattr(opts, name)
+        if value is not None and not math.isfinite(value):
+            raise InvalidArgument(f"{name} must be {what}; got {value}")
     if opts.window is not None and opts.window > min(h, w):
         raise InvalidArgument(f"window {opts.window} is larger than the {h}x{w} input; use at most {min(h, w)}")
     if opts.stride is not None and opts.stride > min(h, w):

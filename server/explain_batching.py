@@ -14,8 +14,10 @@ Which methods are batched, and why:
   masked copies of several images into one forward pass but score each copy
   on its own; Integrated Gradients integrates each image along its own path;
   the zeros, blur and mean baselines are per image; FullGrad normalises per
-  image; Eigen-CAM's SVD is per image. So the gradient CAMs, cam, eigen_cam,
-  the Score-CAM family, ablation_cam, full_grad and the Captum methods batch.
+  image; Eigen-CAM's SVD and FEM's thresholds are per image; Finer-CAM picks
+  each image's rival classes from that image's logits. So the gradient CAMs
+  (finer_cam too), cam, eigen_cam, fem, the Score-CAM family, ablation_cam,
+  full_grad and the Captum methods batch.
   Only float rounding can differ with the batch size (other kernels), so a
   batched map equals the map alone to about 1e-5 relative, not bit for bit.
 - `cam` checks that the logits are the classifier applied to the pooled

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam import FEM, EigenCAM, FinerCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from netscope.server.explain import Target, explain, normalize
+from netscope.server.explain import Options, Target, explain, normalize
 from netscope.server.hooks import find_layer
 
 from .conftest import batch, model
@@ -38,6 +38,7 @@ REFERENCE = {
     "hires_cam": HiResCAM,
     "layer_cam": LayerCAM,
     "eigen_cam": EigenCAM,
+    "fem": FEM,
 }
 
 
@@ -101,6 +102,35 @@ def test_cams_agree_with_pytorch_grad_cam(arch, layer, size, n, canonical_svd_si
             ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in chosen]))
         assert float(ref.max()) > 0.5, f"{method}: degenerate reference map"
         assert_maps_close(ours, ref)
+
+
+@pytest.mark.parametrize("n", [1, 8])
+@pytest.mark.parametrize("arch,layer,size", MODELS)
+def test_finer_cam_agrees_with_pytorch_grad_cam(arch, layer, size, n):
+    """Each image's top-1 against its three closest classes, as
+    pytorch-grad-cam's FinerCAM picks them when given no targets."""
+    m = model(arch)
+    x = batch(n, size, seed=5)
+    r = explain(m, x, "finer_cam", targets=resolve(targets_for(n), m, x), layers=[layer])
+    ours = normalize(torch.stack([img[0].upsampled for img in r]))
+    with FinerCAM(model=m, target_layers=[find_layer(m, layer)]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=None))
+    assert float(ref.max()) > 0.5, "degenerate reference map"
+    assert_maps_close(ours, ref)
+
+
+def test_finer_cam_options_change_the_score_as_documented():
+    """finer_alpha 0 leaves the target's own logit, weighted the same for every
+    rival: plain Grad-CAM. finer_classes picks how many rivals count."""
+    m = model("resnet18")
+    x = batch(2, 64, seed=6)
+    plain = explain(m, x, "grad_cam", layers=["layer4"])
+    no_rivals = explain(m, x, "finer_cam", layers=["layer4"], options=Options(finer_alpha=0.0))
+    for a, b in zip(plain, no_rivals):
+        assert_maps_close(b[0].heatmap, a[0].heatmap)
+    one = explain(m, x, "finer_cam", layers=["layer4"], options=Options(finer_classes=1))
+    three = explain(m, x, "finer_cam", layers=["layer4"])
+    assert not torch.allclose(one[0][0].heatmap, three[0][0].heatmap)
 
 
 @pytest.mark.parametrize("n", [1, 8])

@@ -49,6 +49,8 @@ CASES = [
     ("saliency", {}, dict(noise_tunnel="smoothgrad", nt_samples=2, nt_stdev=0.1, seed=5)),
     ("occlusion", {}, dict(window=56, stride=56, batch_size=8)),
     ("guided_grad_cam", {}, {}),
+    ("fem", {}, dict(fem_k=1.5)),
+    ("finer_cam", dict(top_k=2), dict(finer_alpha=0.5, finer_classes=2)),
 ]
 
 
@@ -103,6 +105,8 @@ BAD = [
     ("an unknown method", dict(method="gradcam"), grpc.StatusCode.INVALID_ARGUMENT, ["grad_cam"]),
     ("an unknown noise tunnel", dict(method="saliency", noise_tunnel="smooth"), grpc.StatusCode.INVALID_ARGUMENT,
      ["smoothgrad"]),
+    ("finer_classes over the class count", dict(method="finer_cam", finer_classes=1000),
+     grpc.StatusCode.INVALID_ARGUMENT, ["more than the 999 other classes"]),
 ]
 
 
