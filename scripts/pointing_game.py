@@ -30,7 +30,8 @@ ALL_METHODS = [
     "cam@features",
     "score_cam", "ss_cam", "is_cam", "ablation_cam",
     "saliency", "input_x_gradient", "guided_backprop", "deconvolution", "guided_grad_cam", "deeplift",
-    "gradient_shap", "integrated_gradients", "occlusion", "feature_ablation",
+    "gradient_shap", "integrated_gradients", "occlusion", "feature_ablation", "lime", "kernel_shap",
+    "shapley_value_sampling",
 ]
 
 

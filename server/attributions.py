@@ -30,9 +30,12 @@ from captum.attr import (
     GuidedGradCam,
     InputXGradient,
     IntegratedGradients,
+    KernelShap,
+    Lime,
     NoiseTunnel,
     Occlusion,
     Saliency,
+    ShapleyValueSampling,
 )
 from torch import nn
 
@@ -43,9 +46,14 @@ from .maps import Raw, first_tensor
 # Captum warns on every call of the hooking methods; here that is by design
 # (the hooks live on a private copy) and would only flood a server's log.
 warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", module=r"captum")
+# Lime and KernelShap fit one surrogate per image of a batch, which is what we want.
+warnings.filterwarnings("ignore", message=r"You are providing multiple inputs for Lime", module=r"captum")
 
 HOOKING_METHODS = ("guided_backprop", "deconvolution", "deeplift", "guided_grad_cam")
-RANDOM_METHODS = ("gradient_shap",)
+RANDOM_METHODS = ("gradient_shap", "lime", "kernel_shap", "shapley_value_sampling")
+# Samples per image by default: Captum's own defaults (Lime's interpretable
+# model fits 50 perturbations; KernelShap 25; Shapley sampling 25 permutations).
+DEFAULT_SAMPLES = {"gradient_shap": 5, "lime": 50, "kernel_shap": 25, "shapley_value_sampling": 25}
 DEFAULT_BATCH = 32
 
 
@@ -216,7 +224,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
         kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed))
     elif method == "gradient_shap":
         algo = GradientShap(forward)
-        kwargs = dict(n_samples=opts.get("samples", 5), stdevs=float(opts.get("noise", 0.0)))
+        kwargs = dict(n_samples=opts.get("samples", DEFAULT_SAMPLES[method]), stdevs=float(opts.get("noise", 0.0)))
         per_image_baselines = (opts.baseline or "zeros") != "zeros"
         if not per_image_baselines:
             kwargs["baselines"] = torch.zeros_like(x[:1])
@@ -231,6 +239,13 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
         algo = FeatureAblation(forward)
         kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed), feature_mask=patch_mask(x, window),
                       perturbations_per_eval=bs)
+    elif method in ("lime", "kernel_shap", "shapley_value_sampling"):
+        # The features are window x window squares (as feature_ablation's); each
+        # image gets its own surrogate model (Lime, KernelShap) or permutations.
+        window, _ = window_of(opts, x)
+        algo = {"lime": Lime, "kernel_shap": KernelShap, "shapley_value_sampling": ShapleyValueSampling}[method](forward)
+        kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed), feature_mask=patch_mask(x, window),
+                      n_samples=opts.get("samples", DEFAULT_SAMPLES[method]), perturbations_per_eval=bs)
     elif method == "guided_grad_cam":
         algo = GuidedGradCam(net, find_layer(net, layers[0]))
         kwargs = dict(interpolate_mode="bilinear")

@@ -79,6 +79,9 @@ _METHODS = [
     Method("gradient_shap", "attribution", False, True, "GradientSHAP (Captum)"),
     Method("occlusion", "attribution", False, True, "score drop under a sliding occluding window (Captum Occlusion)"),
     Method("feature_ablation", "attribution", False, True, "score drop when each window-sized patch is ablated (Captum FeatureAblation)"),
+    Method("lime", "attribution", False, True, "LIME: a linear surrogate fitted to random subsets of window-sized patches (Captum Lime)"),
+    Method("kernel_shap", "attribution", False, True, "Kernel SHAP: Shapley values of window-sized patches from a weighted linear fit (Captum KernelShap)"),
+    Method("shapley_value_sampling", "attribution", False, True, "Shapley values of window-sized patches over sampled permutations (Captum ShapleyValueSampling)"),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
 CAM_METHODS = tuple(m.name for m in _METHODS if m.family == "cam")
@@ -120,7 +123,7 @@ class Options:
     nt_stdev: float | None = None  # noise-tunnel standard deviation, in input units (default 1.0, as Captum)
     aug_smooth: bool = False  # flip x intensity (0.9, 1, 1.1) test-time augmentation (CAMs)
     eigen_smooth: bool = False  # first principal component of the weighted activations (CAMs)
-    samples: int | None = None  # smooth_grad_cam_plus_plus / ss_cam (4), gradient_shap (5)
+    samples: int | None = None  # smooth_grad_cam_plus_plus / ss_cam (4), gradient_shap (5), lime (50), kernel_shap and shapley_value_sampling (25)
     noise: float | None = None  # their noise standard deviation in input units (0.3; gradient_shap 0.0)
     seed: int | None = None  # seeds the random methods (noise, baselines) for reproducible maps
     fem_k: float | None = None  # fem: a channel weighs the share of its pixels above mean + fem_k * std (2)

@@ -24,7 +24,8 @@ Which methods are batched, and why:
   layer, with a tolerance scaled by the batch's largest logit: a check of the
   model, not of an image.
 - Methods that draw random noise (smooth_grad_cam_plus_plus, ss_cam,
-  gradient_shap, any noise_tunnel, the "noise" baseline) draw it for the
+  gradient_shap, lime, kernel_shap, shapley_value_sampling, any noise_tunnel,
+  the "noise" baseline) draw it for the
   whole batch at once, so with a fixed seed the noise an image gets depends
   on its place in the batch and the answer would differ from the one it gets
   alone: seeded random requests are not batched (they run at once, alone,
@@ -37,7 +38,7 @@ from typing import Sequence
 
 import torch
 
-from . import batching, explain
+from . import attributions, batching, explain
 from .batching import Batched
 from .explain import Explanation, Options
 from .registry import LoadedModel
@@ -48,7 +49,7 @@ RANDOM_CAMS = ("smooth_grad_cam_plus_plus", "ss_cam")
 def draws_noise(method: str, options: Options) -> bool:
     """Whether the method's answer depends on random draws."""
     method = (method or explain.DEFAULT_METHOD).lower()
-    return (method in RANDOM_CAMS or method == "gradient_shap" or bool(options.noise_tunnel)
+    return (method in RANDOM_CAMS or method in attributions.RANDOM_METHODS or bool(options.noise_tunnel)
             or options.baseline == "noise")
 
 

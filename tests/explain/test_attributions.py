@@ -15,9 +15,12 @@ from captum.attr import (
     GuidedGradCam,
     InputXGradient,
     IntegratedGradients,
+    KernelShap,
+    Lime,
     NoiseTunnel,
     Occlusion,
     Saliency,
+    ShapleyValueSampling,
 )
 
 from netscope.server.attributions import baseline_of, patch_mask
@@ -94,6 +97,24 @@ def test_noise_tunnel_matches_captum(nt_type, method, r18, x):
     ref = NoiseTunnel(algo).attribute(x.clone(), nt_type=nt_type, nt_samples=3, stdevs=0.2, target=targets,
                                       nt_samples_batch_size=32).detach()
     close(attr, ref)
+
+
+@pytest.mark.parametrize("method,cls,samples", [("lime", Lime, 12), ("kernel_shap", KernelShap, 12),
+                                                ("shapley_value_sampling", ShapleyValueSampling, 2)])
+def test_surrogate_and_shapley_methods_match_captum(method, cls, samples, r18, x):
+    """Window-sized patches as the features, one surrogate (or set of
+    permutations) per image, the same seed: the same numbers as Captum."""
+    attr, targets = ours(r18, x, method, window=16, samples=samples, seed=3)
+    mask = (torch.arange(SIZE)[:, None] // 16 * 4 + torch.arange(SIZE)[None, :] // 16)[None, None]
+    m = copy.deepcopy(r18)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        np.random.seed(3)
+        ref = cls(fwd(m)).attribute(x.clone(), baselines=torch.zeros_like(x), target=targets, feature_mask=mask,
+                                    n_samples=samples, perturbations_per_eval=32).detach()
+    close(attr, ref)
+    patches = attr[0].sum(0).unfold(0, 16, 16).unfold(1, 16, 16)  # (4, 4, 16, 16): constant per patch
+    assert torch.allclose(patches, patches[..., :1, :1].expand_as(patches), atol=1e-6)
 
 
 def test_gradient_shap_matches_captum(r18, x):

@@ -46,6 +46,8 @@ CASES = [
     ("grad_cam", dict(options=Options(noise_tunnel="smoothgrad")), InvalidArgument, "aug_smooth"),
     ("saliency", dict(options=Options(aug_smooth=True)), InvalidArgument, "noise_tunnel"),
     ("fem", dict(options=Options(fem_k=float("inf"))), InvalidArgument, "fem_k must be a number of standard"),
+    ("kernel_shap", dict(options=Options(samples=0)), InvalidArgument, "samples must be >= 1"),
+    ("lime", dict(options=Options(window=40)), InvalidArgument, "window 40 is larger than the 32x32 input"),
     ("finer_cam", dict(options=Options(finer_alpha=float("nan"))), InvalidArgument, "finer_alpha must be a finite"),
     ("finer_cam", dict(options=Options(finer_classes=0)), InvalidArgument, "finer_classes must be >= 1"),
     ("finer_cam", dict(options=Options(finer_classes=5)), InvalidArgument, "more than the 4 other classes"),
