@@ -471,7 +471,7 @@ class Client:
         """Per image (in order), one ClassExplanation per target class. `options`
         are ExplainOptions fields: steps, baseline, window, stride, batch_size,
         noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise, seed, fem_k,
-        finer_alpha, finer_classes. Leave an option
+        finer_alpha, finer_classes, kpca_kernel, kpca_gamma. Leave an option
         out for the method's default; a count set to 0 is refused (INVALID_ARGUMENT)."""
         return self.explain_timed(model, images, method=method, target=target, top_k=top_k, layers=layers,
                                   overlay=overlay, heatmap_png=heatmap_png, colormap=colormap, alpha=alpha,

@@ -26,7 +26,8 @@ import warnings
 
 ALL_METHODS = [
     "grad_cam", "grad_cam_plus_plus", "smooth_grad_cam_plus_plus", "xgrad_cam", "hires_cam",
-    "grad_cam_elementwise", "layer_cam", "eigen_cam", "eigen_grad_cam", "fem", "finer_cam", "full_grad",
+    "grad_cam_elementwise", "layer_cam", "eigen_cam", "eigen_grad_cam", "kpca_cam", "fem", "finer_cam",
+    "full_grad",
     "cam@features",
     "score_cam", "ss_cam", "is_cam", "ablation_cam",
     "saliency", "input_x_gradient", "guided_backprop", "deconvolution", "guided_grad_cam", "deeplift",

@@ -20,6 +20,7 @@ gradients G of the target's logit with respect to A:
     layer_cam             element-wise relu(G) A
     eigen_cam             first principal component of A
     eigen_grad_cam        first principal component of G A
+    kpca_cam              first kernel principal component of A (sigmoid kernel by default)
     fem                   w_c = share of A_c's pixels above mean_hw A_c + k std_hw A_c (no gradients)
     finer_cam             grad_cam, G of sum_i p_i (y_t - alpha y_i) / sum_i p_i over the classes i
                           whose logits are closest to the target's (p = softmax of the logits)
@@ -50,6 +51,7 @@ Pick = Callable[[torch.Tensor], torch.Tensor]
 GRADIENT_METHODS = ("grad_cam", "grad_cam_plus_plus", "smooth_grad_cam_plus_plus", "xgrad_cam", "hires_cam",
                     "grad_cam_elementwise", "layer_cam", "eigen_grad_cam", "finer_cam")
 SCORE_METHODS = ("score_cam", "ss_cam", "is_cam")
+KPCA_KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 DEFAULT_BATCH = 32
 AUGMENTATIONS = [(flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)]
 
@@ -116,6 +118,10 @@ def _maps(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pic
         for n in layers:
             m = torch.relu(first_component(acts[n]))
             maps[n] = [m] * k
+    elif method == "kpca_cam":
+        for n in layers:
+            m = torch.relu(_kernel_component(acts[n], opts.get("kpca_kernel", "sigmoid"), opts.kpca_gamma))
+            maps[n] = [m] * k
     elif method == "fem":
         for n in layers:
             maps[n] = [_reduce(acts[n], weights=_fem_weights(acts[n], opts.get("fem_k", 2.0)), eigen=eigen)] * k
@@ -169,6 +175,38 @@ def _gradient_map(method: str, a: torch.Tensor, g: torch.Tensor, eigen: bool) ->
     if method == "eigen_grad_cam":
         return _reduce(a, elementwise=g * a, eigen=True)
     raise InvalidArgument(f"unknown gradient CAM {method!r}")  # pragma: no cover
+
+
+def _kernel_component(a: torch.Tensor, kernel: str, gamma: float | None) -> torch.Tensor:
+    """(N, C, h, w) -> (N, h, w): each position's score on the first kernel
+    principal component of the positions' channel vectors (centred), scaled
+    by the square root of its eigenvalue (as scikit-learn's KernelPCA). Its
+    sign is first_component's: the one that correlates positively with the
+    channel sum. Float64: the centred kernel's top eigenvalues can be close."""
+    n, c, h, w = a.shape
+    x = torch.nan_to_num(a).flatten(2).transpose(1, 2).double()  # (N, hw, C)
+    x = x - x.mean(dim=1, keepdim=True)
+    if h * w < 2:
+        return torch.zeros(n, h, w, device=a.device)
+    g = 1.0 / c if gamma is None else float(gamma)
+    dot = x @ x.transpose(1, 2)
+    if kernel == "linear":
+        km = dot
+    elif kernel == "poly":
+        km = (g * dot + 1.0) ** 3
+    elif kernel == "sigmoid":
+        km = torch.tanh(g * dot + 1.0)
+    elif kernel == "rbf":
+        sq = dot.diagonal(dim1=1, dim2=2)
+        km = torch.exp(-g * (sq[:, :, None] + sq[:, None, :] - 2 * dot).clamp_min(0))
+    else:  # cosine
+        norm = x.norm(dim=2).clamp_min(1e-12)
+        km = dot / (norm[:, :, None] * norm[:, None, :])
+    km = km - km.mean(1, keepdim=True) - km.mean(2, keepdim=True) + km.mean((1, 2), keepdim=True)
+    values, vectors = torch.linalg.eigh(km)  # ascending
+    proj = vectors[..., -1] * values[..., -1].clamp_min(0).sqrt()[:, None]  # (N, hw)
+    sign = torch.where((proj * x.sum(dim=2)).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
+    return (proj * sign[:, None]).reshape(n, h, w).float()
 
 
 def _fem_weights(a: torch.Tensor, k: float) -> torch.Tensor:

@@ -233,7 +233,8 @@ def explain_options(options: pb.ExplainOptions):
                    nt_samples=present("nt_samples"), nt_stdev=present("nt_stdev"), aug_smooth=options.aug_smooth,
                    eigen_smooth=options.eigen_smooth, samples=present("samples"), noise=present("noise"),
                    seed=present("seed"), fem_k=present("fem_k"), finer_alpha=present("finer_alpha"),
-                   finer_classes=present("finer_classes"))
+                   finer_classes=present("finer_classes"), kpca_kernel=options.kpca_kernel or None,
+                   kpca_gamma=present("kpca_gamma"))
 
 
 def class_map_to_proto(cm, x: torch.Tensor, recipe: Preprocessing, request: pb.ExplainRequest,

@@ -62,6 +62,7 @@ _METHODS = [
     Method("layer_cam", "cam", True, False, "LayerCAM: ReLU(gradient) x activation; several layers are fused"),
     Method("eigen_cam", "cam", True, False, "first principal component of the activations (no gradients, class-agnostic)"),
     Method("eigen_grad_cam", "cam", True, False, "first principal component of gradient x activation"),
+    Method("kpca_cam", "cam", True, False, "KPCA-CAM: first kernel principal component of the activations (no gradients, class-agnostic)"),
     Method("fem", "cam", True, False, "FEM: channels weighted by their share of pixels above mean + k std (no gradients, class-agnostic)"),
     Method("finer_cam", "cam", True, False, "Finer-CAM: Grad-CAM of the target's logit minus those of its most similar classes"),
     Method("score_cam", "cam", True, False, "channels weighted by the score of the input masked by each channel"),
@@ -129,6 +130,8 @@ class Options:
     fem_k: float | None = None  # fem: a channel weighs the share of its pixels above mean + fem_k * std (2)
     finer_alpha: float | None = None  # finer_cam: share of each similar class's logit subtracted (1)
     finer_classes: int | None = None  # finer_cam: how many classes with the closest logits it compares against (3)
+    kpca_kernel: str | None = None  # kpca_cam: "sigmoid" (default), "rbf", "poly", "linear", "cosine"
+    kpca_gamma: float | None = None  # kpca_cam: the kernel's gamma (default 1 / channels)
 
     def get(self, name: str, default):
         value = getattr(self, name)
@@ -397,6 +400,10 @@ def check_options(method: str, opts: Options, x: torch.Tensor) -> Options:
         raise InvalidArgument(f"stride {opts.stride} is larger than the {h}x{w} input; use at most {min(h, w)}")
     if opts.baseline and opts.baseline not in BASELINES:
         raise InvalidArgument(f"unknown baseline {opts.baseline!r}; choose one of {', '.join(BASELINES)}")
+    if opts.kpca_kernel and opts.kpca_kernel not in cams.KPCA_KERNELS:
+        raise InvalidArgument(f"unknown kpca_kernel {opts.kpca_kernel!r}; choose one of {', '.join(cams.KPCA_KERNELS)}")
+    if opts.kpca_gamma is not None and not (math.isfinite(opts.kpca_gamma) and opts.kpca_gamma > 0):
+        raise InvalidArgument(f"kpca_gamma must be a finite number > 0 (default 1 / channels); got {opts.kpca_gamma}")
     if opts.noise_tunnel and opts.noise_tunnel not in NOISE_TUNNELS:
         raise InvalidArgument(f"unknown noise_tunnel {opts.noise_tunnel!r}; choose one of {', '.join(NOISE_TUNNELS)}")
     family = METHODS[method].family

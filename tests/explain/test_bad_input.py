@@ -47,6 +47,8 @@ CASES = [
     ("saliency", dict(options=Options(aug_smooth=True)), InvalidArgument, "noise_tunnel"),
     ("fem", dict(options=Options(fem_k=float("inf"))), InvalidArgument, "fem_k must be a number of standard"),
     ("kernel_shap", dict(options=Options(samples=0)), InvalidArgument, "samples must be >= 1"),
+    ("kpca_cam", dict(options=Options(kpca_kernel="gauss")), InvalidArgument, "sigmoid, rbf, poly, linear, cosine"),
+    ("kpca_cam", dict(options=Options(kpca_gamma=0.0)), InvalidArgument, "kpca_gamma must be a finite number > 0"),
     ("lime", dict(options=Options(window=40)), InvalidArgument, "window 40 is larger than the 32x32 input"),
     ("finer_cam", dict(options=Options(finer_alpha=float("nan"))), InvalidArgument, "finer_alpha must be a finite"),
     ("finer_cam", dict(options=Options(finer_classes=0)), InvalidArgument, "finer_classes must be >= 1"),

@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
-from pytorch_grad_cam import FEM, EigenCAM, FinerCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam import (
+    FEM,
+    KPCA_CAM,
+    EigenCAM,
+    FinerCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from netscope.server.explain import Options, Target, explain, normalize
@@ -39,6 +49,7 @@ REFERENCE = {
     "layer_cam": LayerCAM,
     "eigen_cam": EigenCAM,
     "fem": FEM,
+    "kpca_cam": KPCA_CAM,
 }
 
 
@@ -85,9 +96,29 @@ def canonical_svd_sign(monkeypatch):
     monkeypatch.setattr(np.linalg, "svd", canonical)
 
 
+@pytest.fixture
+def canonical_kpca_sign(monkeypatch):
+    """The same for kernel PCA: scikit-learn makes each component's largest
+    entry positive; we make the projection correlate positively with the
+    channel sum. Flip pytorch-grad-cam's projection to that convention."""
+    import pytorch_grad_cam.kpca_cam as kpca
+
+    project = kpca.get_2d_projection_kernel
+
+    def canonical(activations, *args, **kwargs):
+        proj = project(activations, *args, **kwargs)
+        a = np.nan_to_num(activations).reshape(*activations.shape[:2], -1)
+        channel_sum = (a - a.mean(axis=2, keepdims=True)).sum(axis=1)
+        flip = (proj.reshape(len(proj), -1) * channel_sum).sum(axis=1) < 0
+        proj[flip] *= -1
+        return proj
+
+    monkeypatch.setattr(kpca, "get_2d_projection_kernel", canonical)
+
+
 @pytest.mark.parametrize("n", [1, 8])
 @pytest.mark.parametrize("arch,layer,size", MODELS)
-def test_cams_agree_with_pytorch_grad_cam(arch, layer, size, n, canonical_svd_sign):
+def test_cams_agree_with_pytorch_grad_cam(arch, layer, size, n, canonical_svd_sign, canonical_kpca_sign):
     m = model(arch)
     x = batch(n, size)
     wanted = resolve(targets_for(n), m, x)
@@ -185,3 +216,30 @@ def test_top_k_maps_agree_with_pytorch_grad_cam_per_class():
             ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in chosen]))
         assert_maps_close(normalize(torch.stack([img[rank].upsampled for img in r])), ref)
         torch.testing.assert_close(torch.tensor([img[rank].score for img in r]), logits.gather(1, torch.tensor(chosen)[:, None])[:, 0])
+
+
+@pytest.mark.parametrize("kernel", ["sigmoid", "rbf", "poly", "linear", "cosine"])
+def test_kpca_cam_kernels_agree_with_scikit_learn(kernel):
+    """Each kernel against scikit-learn's KernelPCA on the layer's centred
+    channel vectors (activations taken with a forward hook written here),
+    signed by our convention, ReLU'd, at the layer's resolution."""
+    from sklearn.decomposition import KernelPCA
+
+    m = model("resnet18")
+    x = batch(2, 128, seed=7)
+    seen = []
+    handle = m.layer3.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().clone()))
+    try:
+        r = explain(m, x, "kpca_cam", layers=["layer3"], options=Options(kpca_kernel=kernel, kpca_gamma=0.01))
+    finally:
+        handle.remove()
+    a = seen[0].double().numpy()
+    for i, img in enumerate(r):
+        v = a[i].reshape(a.shape[1], -1).T
+        v = v - v.mean(axis=0)
+        proj = KernelPCA(n_components=1, kernel=kernel, gamma=0.01).fit_transform(v)[:, 0]
+        if (proj * v.sum(axis=1)).sum() < 0:
+            proj = -proj
+        ref = torch.from_numpy(np.maximum(proj, 0).reshape(a.shape[2:])).float()
+        assert float(ref.max()) > 0
+        assert_maps_close(img[0].heatmap, ref)

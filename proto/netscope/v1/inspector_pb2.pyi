@@ -510,7 +510,7 @@ class LayerStatsResponse(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[LayerStats, _Mapping]]] = ..., loss: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class ExplainOptions(_message.Message):
-    __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness", "seed", "fem_k", "finer_alpha", "finer_classes")
+    __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness", "seed", "fem_k", "finer_alpha", "finer_classes", "kpca_kernel", "kpca_gamma")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
@@ -528,6 +528,8 @@ class ExplainOptions(_message.Message):
     FEM_K_FIELD_NUMBER: _ClassVar[int]
     FINER_ALPHA_FIELD_NUMBER: _ClassVar[int]
     FINER_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    KPCA_KERNEL_FIELD_NUMBER: _ClassVar[int]
+    KPCA_GAMMA_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     steps: int
     baseline: str
@@ -545,7 +547,9 @@ class ExplainOptions(_message.Message):
     fem_k: float
     finer_alpha: float
     finer_classes: int
-    def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ..., seed: _Optional[int] = ..., fem_k: _Optional[float] = ..., finer_alpha: _Optional[float] = ..., finer_classes: _Optional[int] = ...) -> None: ...
+    kpca_kernel: str
+    kpca_gamma: float
+    def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ..., seed: _Optional[int] = ..., fem_k: _Optional[float] = ..., finer_alpha: _Optional[float] = ..., finer_classes: _Optional[int] = ..., kpca_kernel: _Optional[str] = ..., kpca_gamma: _Optional[float] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("model", "images", "method", "target", "layers", "options", "render_overlay", "render_heatmap", "render")
