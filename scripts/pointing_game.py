@@ -26,7 +26,7 @@ import warnings
 
 ALL_METHODS = [
     "grad_cam", "grad_cam_plus_plus", "smooth_grad_cam_plus_plus", "xgrad_cam", "hires_cam",
-    "grad_cam_elementwise", "layer_cam", "eigen_cam", "eigen_grad_cam", "kpca_cam", "fem", "finer_cam",
+    "grad_cam_elementwise", "layer_cam", "eigen_cam", "eigen_grad_cam", "shapley_cam", "kpca_cam", "fem", "finer_cam",
     "full_grad",
     "cam@features",
     "score_cam", "ss_cam", "is_cam", "ablation_cam",

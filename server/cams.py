@@ -21,6 +21,8 @@ gradients G of the target's logit with respect to A:
     eigen_cam             first principal component of A
     eigen_grad_cam        first principal component of G A
     kpca_cam              first kernel principal component of A (sigmoid kernel by default)
+    shapley_cam           w_c = mean_hw (G - H A / 2), H the Hessian of the target's logit in A
+                          (ShapleyCAM; equal to grad_cam where the head is piecewise linear)
     fem                   w_c = share of A_c's pixels above mean_hw A_c + k std_hw A_c (no gradients)
     finer_cam             grad_cam, G of sum_i p_i (y_t - alpha y_i) / sum_i p_i over the classes i
                           whose logits are closest to the target's (p = softmax of the logits)
@@ -49,7 +51,7 @@ from .maps import Layout, Raw, first_component, first_tensor, layout_of, normali
 Pick = Callable[[torch.Tensor], torch.Tensor]
 
 GRADIENT_METHODS = ("grad_cam", "grad_cam_plus_plus", "smooth_grad_cam_plus_plus", "xgrad_cam", "hires_cam",
-                    "grad_cam_elementwise", "layer_cam", "eigen_grad_cam", "finer_cam")
+                    "grad_cam_elementwise", "layer_cam", "eigen_grad_cam", "finer_cam", "shapley_cam")
 SCORE_METHODS = ("score_cam", "ss_cam", "is_cam")
 KPCA_KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 DEFAULT_BATCH = 32
@@ -111,7 +113,10 @@ def _maps(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pic
                 score = _finer_score(out, targets[:, j], opts).sum()
             else:
                 score = out.gather(1, targets[:, j : j + 1]).sum()
-            grads = cap.gradients(score, layers, retain_graph=j < k - 1)
+            if method == "shapley_cam":
+                grads = _shapley_gradients(cap, score, layers, retain_graph=j < k - 1)
+            else:
+                grads = cap.gradients(score, layers, retain_graph=j < k - 1)
             for n in layers:
                 maps[n].append(_gradient_map(method, acts[n], layouts[n].grid(grads[n]).float(), eigen))
     elif method == "eigen_cam":
@@ -158,7 +163,7 @@ def _reduce(a: torch.Tensor, *, weights: torch.Tensor | None = None, elementwise
 
 
 def _gradient_map(method: str, a: torch.Tensor, g: torch.Tensor, eigen: bool) -> torch.Tensor:
-    if method in ("grad_cam", "finer_cam"):
+    if method in ("grad_cam", "finer_cam", "shapley_cam"):
         return _reduce(a, weights=g.mean(dim=(2, 3)), eigen=eigen)
     if method == "grad_cam_plus_plus":
         g2 = g * g
@@ -175,6 +180,19 @@ def _gradient_map(method: str, a: torch.Tensor, g: torch.Tensor, eigen: bool) ->
     if method == "eigen_grad_cam":
         return _reduce(a, elementwise=g * a, eigen=True)
     raise InvalidArgument(f"unknown gradient CAM {method!r}")  # pragma: no cover
+
+
+def _shapley_gradients(cap, score: torch.Tensor, layers: list[str], retain_graph: bool) -> dict[str, torch.Tensor]:
+    """G - H A / 2 per layer: the gradient, less half the Hessian-vector
+    product in the direction of the activations (a second-order Taylor
+    term, ShapleyCAM), from a gradient taken with create_graph."""
+    grads = cap.gradients(score, layers, create_graph=True)
+    curved = [n for n in layers if grads[n].requires_grad]  # a piecewise-linear head has no Hessian
+    hvps = dict(zip(curved, torch.autograd.grad(
+        [grads[n] for n in curved], [cap.output(n) for n in curved],
+        grad_outputs=[cap.output(n).detach() for n in curved], retain_graph=retain_graph, allow_unused=True,
+    ))) if curved else {}
+    return {n: (grads[n] - 0.5 * hvps[n] if hvps.get(n) is not None else grads[n]).detach() for n in layers}
 
 
 def _kernel_component(a: torch.Tensor, kernel: str, gamma: float | None) -> torch.Tensor:

@@ -62,6 +62,7 @@ _METHODS = [
     Method("layer_cam", "cam", True, False, "LayerCAM: ReLU(gradient) x activation; several layers are fused"),
     Method("eigen_cam", "cam", True, False, "first principal component of the activations (no gradients, class-agnostic)"),
     Method("eigen_grad_cam", "cam", True, False, "first principal component of gradient x activation"),
+    Method("shapley_cam", "cam", True, False, "ShapleyCAM: gradient less half the Hessian-vector product, averaged per channel"),
     Method("kpca_cam", "cam", True, False, "KPCA-CAM: first kernel principal component of the activations (no gradients, class-agnostic)"),
     Method("fem", "cam", True, False, "FEM: channels weighted by their share of pixels above mean + k std (no gradients, class-agnostic)"),
     Method("finer_cam", "cam", True, False, "Finer-CAM: Grad-CAM of the target's logit minus those of its most similar classes"),

@@ -16,9 +16,9 @@ Which methods are batched, and why:
   the zeros, blur and mean baselines are per image; FullGrad normalises per
   image; Eigen-CAM's SVD, KPCA-CAM's kernel and FEM's thresholds are per
   image; Finer-CAM picks each image's rival classes from that image's
-  logits. So the gradient CAMs (finer_cam too), cam, eigen_cam, kpca_cam,
-  fem, the Score-CAM family, ablation_cam, full_grad and the Captum methods
-  batch.
+  logits. So the gradient CAMs (finer_cam, shapley_cam too), cam,
+  eigen_cam, kpca_cam, fem, the Score-CAM family, ablation_cam, full_grad
+  and the Captum methods batch.
   Only float rounding can differ with the batch size (other kernels), so a
   batched map equals the map alone to about 1e-5 relative, not bit for bit.
 - `cam` checks that the logits are the classifier applied to the pooled

@@ -73,14 +73,17 @@ class Capture:
         for name in self.layers:
             self.output(name)
 
-    def gradients(self, score: torch.Tensor, layers: Iterable[str] | None = None, retain_graph: bool = False) -> dict[str, torch.Tensor]:
+    def gradients(self, score: torch.Tensor, layers: Iterable[str] | None = None, retain_graph: bool = False,
+                  create_graph: bool = False) -> dict[str, torch.Tensor]:
         """d score / d output for each captured layer, by torch.autograd.grad
-        (no parameter gradients, nothing accumulated in `.grad`)."""
+        (no parameter gradients, nothing accumulated in `.grad`); with
+        create_graph the gradients can be differentiated again (ShapleyCAM)."""
         names = list(layers) if layers is not None else self.layers
         tensors = [self.output(n) for n in names]
         if not score.requires_grad:
             raise FailedPrecondition("the score does not depend on the captured layers")
-        grads = torch.autograd.grad(score, tensors, retain_graph=retain_graph, allow_unused=True)
+        grads = torch.autograd.grad(score, tensors, retain_graph=retain_graph or create_graph,
+                                    create_graph=create_graph, allow_unused=True)
         return {n: (g if g is not None else torch.zeros_like(t)) for n, t, g in zip(names, tensors, grads)}
 
     def _record(self, name: str, output):

@@ -17,8 +17,8 @@ IMAGES = 600
 # score_cam, ss_cam, is_cam and ablation_cam run one forward pass per channel and
 # are measured for docs/EXPLANATIONS.md by scripts/pointing_game.py instead.
 CHEAP_CAMS = ["grad_cam", "grad_cam_plus_plus", "smooth_grad_cam_plus_plus", "xgrad_cam", "hires_cam",
-              "grad_cam_elementwise", "layer_cam", "eigen_cam", "eigen_grad_cam", "kpca_cam", "fem",
-              "finer_cam", "full_grad"]
+              "grad_cam_elementwise", "layer_cam", "eigen_cam", "eigen_grad_cam", "shapley_cam", "kpca_cam",
+              "fem", "finer_cam", "full_grad"]
 
 
 @pytest.fixture(scope="session")

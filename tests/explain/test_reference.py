@@ -21,6 +21,7 @@ from pytorch_grad_cam import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    ShapleyCAM,
     XGradCAM,
 )
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -50,6 +51,7 @@ REFERENCE = {
     "eigen_cam": EigenCAM,
     "fem": FEM,
     "kpca_cam": KPCA_CAM,
+    "shapley_cam": ShapleyCAM,
 }
 
 
@@ -243,3 +245,18 @@ def test_kpca_cam_kernels_agree_with_scikit_learn(kernel):
         ref = torch.from_numpy(np.maximum(proj, 0).reshape(a.shape[2:])).float()
         assert float(ref.max()) > 0
         assert_maps_close(img[0].heatmap, ref)
+
+
+def test_shapley_cam_is_grad_cam_less_a_hessian_term_where_the_head_curves():
+    """mobilenet_v3's head (Linear, Hardswish, Linear) has curvature, so the
+    Hessian term moves the map; resnet18's (pool, Linear) has none, so
+    ShapleyCAM is Grad-CAM there."""
+    x = batch(2, 128, seed=8)
+    mnv3 = model("mobilenet_v3_large")
+    s = explain(mnv3, x, "shapley_cam", targets=[1, 2])
+    g = explain(mnv3, x, "grad_cam", targets=[1, 2])
+    assert not torch.allclose(s[0][0].heatmap, g[0][0].heatmap, rtol=1e-3, atol=1e-6)
+    r18 = model("resnet18")
+    s, g = explain(r18, x, "shapley_cam", targets=[1, 2]), explain(r18, x, "grad_cam", targets=[1, 2])
+    for a, b in zip(s, g):
+        assert_maps_close(a[0].heatmap, b[0].heatmap)

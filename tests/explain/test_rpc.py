@@ -51,6 +51,7 @@ CASES = [
     ("guided_grad_cam", {}, {}),
     ("fem", {}, dict(fem_k=1.5)),
     ("kpca_cam", {}, dict(kpca_kernel="rbf", kpca_gamma=0.05)),
+    ("shapley_cam", dict(top_k=2), {}),
     ("kernel_shap", {}, dict(window=56, samples=10, seed=2)),
     ("finer_cam", dict(top_k=2), dict(finer_alpha=0.5, finer_classes=2)),
 ]
