@@ -46,8 +46,10 @@ from .maps import Raw, first_tensor
 # Captum warns on every call of the hooking methods; here that is by design
 # (the hooks live on a private copy) and would only flood a server's log.
 warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", module=r"captum")
-# Lime and KernelShap fit one surrogate per image of a batch, which is what we want.
+# Lime and KernelShap fit one surrogate per image of a batch, which is what we want;
+# Lime's lasso often stops at its iteration cap, and would say so for every image.
 warnings.filterwarnings("ignore", message=r"You are providing multiple inputs for Lime", module=r"captum")
+warnings.filterwarnings("ignore", message=r"Objective did not converge", module=r"sklearn")
 
 HOOKING_METHODS = ("guided_backprop", "deconvolution", "deeplift", "guided_grad_cam")
 RANDOM_METHODS = ("gradient_shap", "lime", "kernel_shap", "shapley_value_sampling")
