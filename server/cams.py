@@ -250,7 +250,7 @@ def _finer_score(out: torch.Tensor, target: torch.Tensor, opts) -> torch.Tensor:
     gap.scatter_(1, target[:, None], -1.0)  # the target itself sorts first, then its closest rivals
     rivals = gap.argsort(dim=1, stable=True)[:, 1 : n + 1]
     p = torch.softmax(y, dim=1).gather(1, rivals)
-    return (p * (y_t[:, 0:1] - alpha * y.gather(1, rivals))).sum(1) / (p.sum(1) + 1e-9)
+    return (p * (y_t - alpha * y.gather(1, rivals))).sum(1) / (p.sum(1) + 1e-9)
 
 
 def _plus_plus_weights(a, g1, g2, g3) -> torch.Tensor:
