@@ -255,6 +255,33 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def explain_option(text: str) -> tuple[str, object]:
+    """argparse type of --option KEY=VALUE: an ExplainOptions field, typed as the proto declares it."""
+    from netscope.v1 import inspector_pb2 as pb
+
+    fields = pb.ExplainOptions.DESCRIPTOR.fields_by_name
+    names = sorted(n for n in fields if n != "faithfulness")  # that one is --metrics
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or key not in names:
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE with KEY one of {', '.join(names)}")
+    kind = fields[key].type
+    try:
+        if kind == fields[key].TYPE_BOOL:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return key, value.lower() in ("true", "1", "yes")
+        if kind in (fields[key].TYPE_INT32, fields[key].TYPE_INT64):
+            return key, int(value)
+        if kind in (fields[key].TYPE_FLOAT, fields[key].TYPE_DOUBLE):
+            return key, float(value)
+    except ValueError:
+        wanted = {fields[key].TYPE_BOOL: "true or false", fields[key].TYPE_INT32: "an integer",
+                  fields[key].TYPE_INT64: "an integer"}.get(kind, "a number")
+        raise argparse.ArgumentTypeError(f"{key} takes {wanted}; got {value!r}") from None
+    return key, value
+
+
 def cmd_explain(args) -> int:
     from tqdm import tqdm
 
@@ -264,6 +291,7 @@ def cmd_explain(args) -> int:
 
     options = {k: v for k, v in {"steps": args.steps, "window": args.window, "stride": args.stride,
                                   "batch_size": args.batch_size, "baseline": args.baseline}.items() if v}
+    options.update(args.options or ())
     methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
     out = Path(args.out)
     images = jobs.find_images(args.inputs, exclude=out)
@@ -322,7 +350,7 @@ def cmd_pointing(args) -> int:
         for spec in dict.fromkeys(args.methods or ["grad_cam"]):
             method, _, layer = spec.partition("@")
             try:
-                heat = maps(c, args.model, images, method, layers=[layer] if layer else ())
+                heat = maps(c, args.model, images, method, layers=[layer] if layer else (), **dict(args.options or ()))
             except ValueError as exc:  # maps and boxes in different frames
                 print(f"netscope pointing: {exc}", file=sys.stderr)
                 return 2
@@ -676,6 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--baseline", default="")
+    p.add_argument("--option", dest="options", action="append", type=explain_option, metavar="KEY=VALUE",
+                   help="any other explanation option (repeatable), e.g. samples=200, seed=1, aug_smooth=true, "
+                        "noise_tunnel=smoothgrad, fem_k=1.5, kpca_kernel=rbf")
     p.add_argument("--colormap", default="jet")
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--metrics", action="store_true",
@@ -688,6 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", dest="methods", action="append", metavar="METHOD[@LAYER]",
                    help="explanation method, optionally @layer (repeatable; default grad_cam)")
     p.add_argument("--tolerance", type=float, default=0.0, help="a peak this many pixels from its box still hits")
+    p.add_argument("--option", dest="options", action="append", type=explain_option, metavar="KEY=VALUE",
+                   help="an explanation option for every method (repeatable), e.g. samples=400")
     p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
     p.add_argument("--model", required=True)
     p.add_argument("--rpc", choices=["predict", "explain"], default="predict")

@@ -140,3 +140,23 @@ def test_cli_explains_files_to_overlays(run_cli, tmp_path, photo_files):
     assert code == 0, err
     pngs = sorted(p.name for p in out.rglob("*.png"))
     assert len(pngs) == 2, pngs
+
+
+def test_cli_passes_any_explain_option(run_cli, client, tmp_path, photo_files):
+    """--option KEY=VALUE reaches the server typed as ExplainOptions declares
+    it: the overlay equals the client's with the same options, and differs
+    from the default's; a key that is not an option is a usage error."""
+    photo = photo_files["chelsea"]
+    out = tmp_path / "opt"
+    code, _, err = run_cli("explain", "--model", "r18", "--method", "kpca_cam", "--option", "kpca_kernel=rbf",
+                           "--option", "kpca_gamma=0.05", "--option", "aug_smooth=true", str(photo), "--out", str(out))
+    assert code == 0, err
+    (png,) = list(out.rglob("*.png"))
+    same = client.explain("r18", photo.read_bytes(), method="kpca_cam", kpca_kernel="rbf", kpca_gamma=0.05,
+                          aug_smooth=True, overlay=True, colormap="jet", alpha=0.5)[0][0]
+    plain = client.explain("r18", photo.read_bytes(), method="kpca_cam", overlay=True, colormap="jet", alpha=0.5)[0][0]
+    assert png.read_bytes() == same.overlay_png != plain.overlay_png
+    code, _, err = run_cli("explain", "--model", "r18", "--option", "kpca_gama=0.05", str(photo), "--out", str(out))
+    assert code == 2 and "KEY one of" in err and "kpca_gamma" in err
+    code, _, err = run_cli("explain", "--model", "r18", "--option", "aug_smooth=maybe", str(photo), "--out", str(out))
+    assert code == 2 and "aug_smooth takes true or false" in err
