@@ -220,7 +220,8 @@ def test_inception_v3_with_aux_logits_and_transform_input():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("method", ["grad_cam", "grad_cam_plus_plus", "eigen_cam", "score_cam", "saliency", "full_grad"])
+@pytest.mark.parametrize("method", ["grad_cam", "grad_cam_plus_plus", "eigen_cam", "score_cam", "saliency", "full_grad",
+                                    "shapley_cam", "kpca_cam", "fem", "finer_cam"])
 def test_half_precision_models_give_float32_maps_close_to_float32(dtype, method):
     m32 = tiny()
     m16 = copy.deepcopy(m32).to(dtype)
