@@ -31,6 +31,7 @@ class BenchResult:
     errors: dict = field(default_factory=dict)      # status code name -> count
     server_ms: dict = field(default_factory=dict)   # mean queue/preprocess/compute/postprocess
     method: str = ""                                # the explanation, for rpc explain
+    options: dict = field(default_factory=dict)     # its ExplainOptions, for rpc explain
     model: dict = field(default_factory=dict)       # how the model ran: device, dtype, batching, fast path
 
 
@@ -94,17 +95,18 @@ def drive(call, *, concurrency: int, duration: float, requests: int, warmup: int
     return latencies, time.perf_counter() - start, errors, timings
 
 
-def make_request(model: str, rpc: str, images: list[pb.Image], method: str):
-    """The one request both ways send: Predict top-5, or Explain with `method`."""
+def make_request(model: str, rpc: str, images: list[pb.Image], method: str, options: dict | None = None):
+    """The one request both ways send: Predict top-5, or Explain with `method` and its `options`."""
     if rpc == "predict":
         return pb.PredictRequest(model=model, images=images, top_k=5)
-    return pb.ExplainRequest(model=model, images=images, method=method)
+    return pb.ExplainRequest(model=model, images=images, method=method, options=pb.ExplainOptions(**(options or {})))
 
 
-def rpc_caller(clients: list[Client], model: str, rpc: str, images: list[pb.Image], method: str):
+def rpc_caller(clients: list[Client], model: str, rpc: str, images: list[pb.Image], method: str,
+               options: dict | None = None):
     """A call that rotates over the servers, returning the server's Timing."""
     turn = itertools.cycle(clients)
-    request = make_request(model, rpc, images, method)
+    request = make_request(model, rpc, images, method, options)
     name = "Predict" if rpc == "predict" else "Explain"
 
     def call():
@@ -142,7 +144,7 @@ class InProcess:
     with no gRPC in between. Call it for one request's Timing; close() after."""
 
     def __init__(self, model_id: str, spec: InProcessModel, store: str, rpc: str, images: list[pb.Image],
-                 method: str):
+                 method: str, options: dict | None = None):
         from netscope.server.registry import Batching, Registry
         from netscope.server.service import InspectorService, Limits
 
@@ -156,7 +158,7 @@ class InProcess:
                            compile_batch_sizes=spec.compile_batch_sizes, device_decode=spec.device_decode,
                            pin_memory=spec.pin_memory)
         self.service = InspectorService(self.registry, Limits(max_batch=max(256, len(images))))
-        self.request = make_request(model_id, rpc, images, method)
+        self.request = make_request(model_id, rpc, images, method, options)
         self.answer = self.service.predict_response if rpc == "predict" else self.service.explain_response
 
     def __call__(self):
@@ -174,7 +176,7 @@ class InProcess:
 
 def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", batch=1, concurrency=1,
         duration=10.0, requests=0, inputs=(), warmup=5, in_process=False, source="", store="models",
-        device="", dtype="", in_process_batch=0, in_process_concurrency=0) -> list[BenchResult]:
+        device="", dtype="", in_process_batch=0, in_process_concurrency=0, options=None) -> list[BenchResult]:
     """Benchmark each way asked for; with in_process, the in-process run comes
     first in the list and the server run after, from the same inputs. The
     in-process model is loaded as the server's is (GetModelInfo), on `device`
@@ -194,7 +196,7 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", bat
             spec.device, spec.dtype = device or spec.device, dtype or spec.dtype
             local_batch, local_callers = in_process_batch or batch, in_process_concurrency or concurrency
             local_images = [pool[i % len(pool)] for i in range(local_batch)]
-            local = InProcess(model, spec, store, rpc, local_images, method)
+            local = InProcess(model, spec, store, rpc, local_images, method, options)
             try:
                 lat, secs, errs, timings = drive(local, concurrency=local_callers, duration=duration,
                                                  requests=requests, warmup=warmup)
@@ -202,14 +204,14 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", bat
                 local.close()
             results.append(summarize("in-process", rpc, local_batch, local_callers, lat, secs, errs, timings))
             results[-1].model = asdict(spec)
-        call = rpc_caller(clients, model, rpc, images, method)
+        call = rpc_caller(clients, model, rpc, images, method, options)
         lat, secs, errs, timings = drive(call, concurrency=concurrency, duration=duration, requests=requests,
                                          warmup=warmup)
         results.append(summarize(",".join(servers), rpc, batch, concurrency, lat, secs, errs, timings))
         results[-1].model = asdict(served)
         if rpc == "explain":
             for r in results:
-                r.method = method
+                r.method, r.options = method, dict(options or {})
     finally:
         for c in clients:
             c.close()

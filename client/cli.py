@@ -385,7 +385,8 @@ def cmd_bench(args) -> int:
                         concurrency=args.concurrency, duration=args.duration, requests=args.requests,
                         inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
                         store=args.store, device=args.device, dtype=args.dtype,
-                        in_process_batch=args.in_process_batch, in_process_concurrency=args.in_process_concurrency)
+                        in_process_batch=args.in_process_batch, in_process_concurrency=args.in_process_concurrency,
+                        options=dict(args.options or ()))
     if args.json:
         print_json(results)
         return 0
@@ -725,6 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
     p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
+    p.add_argument("--option", dest="options", action="append", type=explain_option, metavar="KEY=VALUE",
+                   help="an option of that explanation (repeatable), e.g. batch_size=64")
     p.add_argument("--batch", type=int, default=1, help="images per request")
     p.add_argument("--concurrency", type=int, default=1, help="concurrent callers")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (unless --requests)")

@@ -117,6 +117,14 @@ def test_bench_in_process_runs_the_same_explanation(run_cli, photo_files):
     assert code == 0, err
     local, remote = json.loads(out)
     assert local["errors"] == remote["errors"] == {"INVALID_ARGUMENT": 2}
+    # Options travel both ways: a valid one is used, an out-of-range one refused by both.
+    code, out, err = run_cli(*args, "--method", "kpca_cam", "--option", "kpca_kernel=rbf")
+    local, remote = json.loads(out)
+    assert code == 0 and not local["errors"] and not remote["errors"], err
+    assert local["options"] == remote["options"] == {"kpca_kernel": "rbf"}
+    code, out, err = run_cli(*args, "--method", "kpca_cam", "--option", "kpca_gamma=-1")
+    local, remote = json.loads(out)
+    assert local["errors"] == remote["errors"] == {"INVALID_ARGUMENT": 2}
 
 
 def test_bench_in_process_batch_device_and_dtype(run_cli, client, photo_files):
