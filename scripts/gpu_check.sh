@@ -23,7 +23,7 @@
 #   install wheels     30 s  [~10]
 #   wheel vs tree      20 s  [~1]   the wheel is what runs there: is it the tree?
 #   environment        30 s  [~10]
-#   CUDA tests         90 s  [~40]  test_transfer.py, test_metrics.py, test_cuda_explain.py
+#   CUDA tests        150 s  [~60]  test_transfer.py, test_metrics.py, test_cuda_explain.py, test_cuda_serving.py
 #   grad-cam bench     90 s  [~40]  resnet18 224x224, batch 1 and 32
 #   stream bench       50 s  [~25]  256 JPEGs, batch 32, 5 rounds
 #   stream + overlay   50 s  [~25]
@@ -195,7 +195,8 @@ main() {
     step "environment" 30 bash -c "$(declare -f environment); environment"
 
     # The CUDA-only tests skip without CUDA; -rs lists the skips in the log.
-    step "CUDA tests" 90 "${PYTEST[@]}" -rs tests/test_transfer.py tests/test_metrics.py tests/test_cuda_explain.py
+    step "CUDA tests" 150 "${PYTEST[@]}" -rs tests/test_transfer.py tests/test_metrics.py tests/test_cuda_explain.py \
+        tests/test_cuda_serving.py
 
     step "grad-cam bench" 90 env NETSCOPE_BENCH_SIZE=$GRADCAM_SIZE "${PYTEST[@]}" tests/bench/test_gradcam_bench.py \
         ${GRADCAM_K[@]+"${GRADCAM_K[@]}"} --benchmark-enable --benchmark-json="$OUT/gradcam.json"
