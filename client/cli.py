@@ -282,6 +282,12 @@ def explain_option(text: str) -> tuple[str, object]:
     return key, value
 
 
+def option_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """--option KEY=VALUE, repeatable, collected as args.options [(key, typed value), ...]."""
+    parser.add_argument("--option", dest="options", action="append", type=explain_option, metavar="KEY=VALUE",
+                        help=help)
+
+
 def cmd_explain(args) -> int:
     from tqdm import tqdm
 
@@ -705,9 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--baseline", default="")
-    p.add_argument("--option", dest="options", action="append", type=explain_option, metavar="KEY=VALUE",
-                   help="any other explanation option (repeatable), e.g. samples=200, seed=1, aug_smooth=true, "
-                        "noise_tunnel=smoothgrad, fem_k=1.5, kpca_kernel=rbf")
+    option_flag(p, "any other explanation option (repeatable), e.g. samples=200, seed=1, aug_smooth=true, "
+                   "noise_tunnel=smoothgrad, fem_k=1.5, kpca_kernel=rbf")
     p.add_argument("--colormap", default="jet")
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--metrics", action="store_true",
@@ -720,14 +725,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", dest="methods", action="append", metavar="METHOD[@LAYER]",
                    help="explanation method, optionally @layer (repeatable; default grad_cam)")
     p.add_argument("--tolerance", type=float, default=0.0, help="a peak this many pixels from its box still hits")
-    p.add_argument("--option", dest="options", action="append", type=explain_option, metavar="KEY=VALUE",
-                   help="an explanation option for every method (repeatable), e.g. samples=400")
+    option_flag(p, "an explanation option for every method (repeatable), e.g. samples=400")
     p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
     p.add_argument("--model", required=True)
     p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
     p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
-    p.add_argument("--option", dest="options", action="append", type=explain_option, metavar="KEY=VALUE",
-                   help="an option of that explanation (repeatable), e.g. batch_size=64")
+    option_flag(p, "an option of that explanation (repeatable), e.g. batch_size=64")
     p.add_argument("--batch", type=int, default=1, help="images per request")
     p.add_argument("--concurrency", type=int, default=1, help="concurrent callers")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (unless --requests)")
