@@ -13,9 +13,23 @@ import torch
 
 
 class NetscopeError(Exception):
-    """Base of every error a client should see with a specific status."""
+    """Base of every error a client should see with a specific status.
+
+    Beside the message, an error carries what the status details report
+    (google.rpc.ErrorInfo and BadRequest, see `status_of`): `reason`, an
+    UPPER_SNAKE_CASE word a program can switch on (default: the status code's
+    name); `field`, the request field at fault (e.g. "options.steps",
+    "images[3]"), reported as a BadRequest field violation; `metadata`, short
+    string pairs such as the limit that was passed or the closest names."""
 
     code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str = "", *, reason: str = "", field: str = "",
+                 metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.reason = reason or self.code.name
+        self.field = field
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
 
 
 class NotFound(NetscopeError):
@@ -48,6 +62,19 @@ class Cancelled(NetscopeError):
 
 class DeadlineExceeded(NetscopeError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+SHOWN_CHARS = 64  # at most this much of a client's own text is echoed in a message
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """A client's string as a message may quote it: repr'd, cut to `limit`
+    characters (a 100,000-character id must not make the error itself too
+    large for the trailers)."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def closest(name: str, candidates, n: int = 5) -> str:
