@@ -64,6 +64,14 @@ class DeadlineExceeded(NetscopeError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unauthenticated(NetscopeError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(NetscopeError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 SHOWN_CHARS = 64  # at most this much of a client's own text is echoed in a message
 
 
