@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 out=proto
 if [ "${1:-}" = "--check" ]; then out=$(mktemp -d); fi
-"$PY" -m grpc_tools.protoc -I proto --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" proto/netscope/v1/inspector.proto
+# google/rpc/status.proto ships with googleapis-common-protos (a dependency).
+rpc_protos=$("$PY" -c 'import os, google.rpc.status_pb2 as m; print(os.path.dirname(os.path.dirname(os.path.dirname(m.__file__))))')
+"$PY" -m grpc_tools.protoc -I proto -I "$rpc_protos" --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" proto/netscope/v1/inspector.proto
 if [ "${1:-}" = "--check" ]; then
   for f in inspector_pb2.py inspector_pb2.pyi inspector_pb2_grpc.py; do
     if ! cmp -s "$out/netscope/v1/$f" "proto/netscope/v1/$f"; then
