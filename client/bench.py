@@ -176,16 +176,19 @@ class InProcess:
 
 def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", batch=1, concurrency=1,
         duration=10.0, requests=0, inputs=(), warmup=5, in_process=False, source="", store="models",
-        device="", dtype="", in_process_batch=0, in_process_concurrency=0, options=None) -> list[BenchResult]:
+        device="", dtype="", in_process_batch=0, in_process_concurrency=0, options=None,
+        connect=None) -> list[BenchResult]:
     """Benchmark each way asked for; with in_process, the in-process run comes
     first in the list and the server run after, from the same inputs. The
     in-process model is loaded as the server's is (GetModelInfo), on `device`
     as `dtype` when given; it may run its own batch size and number of
-    callers (e.g. one caller with batch 64 against 64 callers of batch 1)."""
+    callers (e.g. one caller with batch 64 against 64 callers of batch 1).
+    `connect`: Client keywords for every server (tls, root_certificates,
+    client_cert, client_key, token, server_name_override)."""
     pool = load_inputs(list(inputs))
     images = [pool[i % len(pool)] for i in range(batch)]
     results = []
-    clients = [Client(s, timeout=300) for s in servers]
+    clients = [Client(s, timeout=300, **(connect or {})) for s in servers]
     try:
         for c in clients:
             c.wait_ready(timeout=120)

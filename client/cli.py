@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .client import DEFAULT_SERVER, Client, NetscopeError
+from .connection import ConnectionSettingsError
 
 
 # ---------------------------------------------------------------- output helpers
@@ -77,6 +78,18 @@ def add_serve(sub) -> None:
                    help="decode JPEGs on the model's device (nvJPEG on CUDA) and preprocess there")
     g.add_argument("--no-pin-memory", dest="pin_memory", action="store_false", default=None,
                    help="no pinned host batches / non-blocking copies (CUDA models)")
+    g = p.add_argument_group("security", "who may call what; a non-loopback --address needs TLS, tokens or --insecure")
+    g.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS (with --tls-key)")
+    g.add_argument("--tls-key", metavar="FILE", help="PEM private key (unencrypted) of --tls-cert")
+    g.add_argument("--tls-client-ca", metavar="FILE",
+                   help="PEM CA: mutual TLS, clients must present a certificate it signed")
+    g.add_argument("--auth-tokens", metavar="FILE",
+                   help="bearer tokens, one `TOKEN ROLE` a line (role read: every RPC but LoadModel/UnloadModel; "
+                        "admin: all); calls without a known token get UNAUTHENTICATED")
+    g.add_argument("--open-reflection", action="store_true", default=None,
+                   help="server reflection without a token (health is always open)")
+    g.add_argument("--insecure", action="store_true", default=None,
+                   help="allow a non-loopback --address with neither TLS nor tokens")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(run=cmd_serve)
 
@@ -122,8 +135,22 @@ def server_config(args):
     config = ServerConfig(**values)
     if config.decode_threads < 0:
         raise SystemExit(f"netscope serve: --decode-threads must be >= 0 (1: decode serially); got {config.decode_threads}")
+    check_security(config)  # before the demo model trains for a minute
     config.models = models or [dataclasses.replace(m, **per_model) for m in default_models(config)]
     return config
+
+
+def check_security(config) -> None:
+    """Refuse (exit 2) a bad TLS or tokens file, or a public address in the clear, before any slow startup work."""
+    from netscope.server.security import ConfigError, configure
+
+    try:
+        configure(config.address, tls_cert=config.tls_cert, tls_key=config.tls_key, tls_client_ca=config.tls_client_ca,
+                  auth_tokens=config.auth_tokens, open_reflection=config.open_reflection, insecure=config.insecure,
+                  warn=False)
+    except ConfigError as exc:
+        print(f"netscope serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def default_models(config) -> list:
@@ -178,7 +205,7 @@ def cmd_train(args) -> int:
 # ---------------------------------------------------------------- models
 
 def cmd_models(args) -> int:
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         models = c.list_models()
         ckpts = c.checkpoints()
     if args.json:
@@ -195,7 +222,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_info(args) -> int:
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         info = c.model_info(args.model, args.input_size or ())
     if args.json:
         print_json(info)
@@ -217,7 +244,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_load(args) -> int:
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         info = c.load_model(args.model, args.source, weights=args.weights, device=args.device, dtype=args.dtype,
                             arch=args.arch, num_classes=args.num_classes, max_batch_size=args.max_batch_size,
                             max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
@@ -234,7 +261,7 @@ def cmd_load(args) -> int:
 
 
 def cmd_unload(args) -> int:
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         c.unload_model(args.model)
     if not args.json:
         print(f"unloaded {args.model}")
@@ -242,7 +269,7 @@ def cmd_unload(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         preds = c.predict(args.model, [Path(p) for p in args.images], k=args.k)
     if args.json:
         print_json([{"image": img, "top_k": p.top_k} for img, p in zip(args.images, preds)])
@@ -315,7 +342,7 @@ def cmd_explain(args) -> int:
             spec = explain_request(args.model, [], method, args.target, args.layer or (), True, False,
                                    args.colormap, args.alpha, args.metrics, 0, options)
             job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight,
-                                  timeout=args.timeout, on_server_lost=lost)
+                                  timeout=args.timeout, on_server_lost=lost, connect=connection(args))
             bar.set_description(method)
             report = job.run(images=images, progress=bar.update)
             rows = job.index.export_json()
@@ -352,7 +379,7 @@ def cmd_pointing(args) -> int:
         rows.append({"method": name, "layer": "", "all": baseline(images, name, tolerance=args.tolerance).accuracy,
                      "off_centre": baseline([i for i in images if i.file in hard], name,
                                             tolerance=args.tolerance).accuracy if hard else None})
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         for spec in dict.fromkeys(args.methods or ["grad_cam"]):
             method, _, layer = spec.partition("@")
             try:
@@ -392,7 +419,7 @@ def cmd_bench(args) -> int:
                         inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
                         store=args.store, device=args.device, dtype=args.dtype,
                         in_process_batch=args.in_process_batch, in_process_concurrency=args.in_process_concurrency,
-                        options=dict(args.options or ()))
+                        options=dict(args.options or ()), connect=connection(args))
     if args.json:
         print_json(results)
         return 0
@@ -438,7 +465,7 @@ def _top(channels, means, n: int = 5) -> str:
 
 def cmd_features(args) -> int:
     out_dir = Path(args.out)
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         maps = c.feature_maps(args.model, [Path(p) for p in args.images], args.layer, channels=args.channels or (),
                               top_channels=args.top, tensors=args.npy, grid=not args.no_grid, colormap=args.colormap,
                               upsample=args.upsample, max_tiles=args.max_tiles, nrow=args.nrow,
@@ -472,7 +499,7 @@ def cmd_features(args) -> int:
 
 
 def cmd_kernels(args) -> int:
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         k = c.kernels(args.model, args.layer, mode=args.mode, tensor=args.npy is not None, colormap=args.colormap,
                       max_tiles=args.max_tiles, nrow=args.nrow, tile_size=args.tile_size)
     out = Path(args.out or f"{args.model}.{args.layer}.kernels.png")
@@ -505,7 +532,7 @@ def spark(counts) -> str:
 
 
 def cmd_stats(args) -> int:
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         result = c.layer_stats(args.model, args.layer or (), bins=args.bins,
                                hist_range=tuple(args.range) if args.range else None,
                                images=[Path(p) for p in args.images] if args.images else None,
@@ -574,7 +601,7 @@ def _numel(shape) -> int:
 
 
 def cmd_summary(args) -> int:
-    with Client(args.server, timeout=args.timeout) as c:
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         info = c.model_info(args.model, args.input_size or ())
     report = summary_report(info, args.depth)
     if args.json:
@@ -617,8 +644,35 @@ def client_parser(sub, name: str, help: str, run, *, fleet: bool = False,
         p.add_argument("--server", default=DEFAULT_SERVER, help=f"host:port of the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
     p.add_argument("--timeout", type=float, default=120.0, help=timeout_help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    g = p.add_argument_group("security", "TLS and tokens; each falls back to its environment variable")
+    g.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    g.add_argument("--tls-ca", metavar="FILE", help="PEM CA that signed the server's certificate; implies --tls "
+                                                    "($NETSCOPE_TLS_CA)")
+    g.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate for mutual TLS ($NETSCOPE_TLS_CERT)")
+    g.add_argument("--tls-key", metavar="FILE", help="PEM key of --tls-cert ($NETSCOPE_TLS_KEY)")
+    g.add_argument("--tls-server-name", metavar="NAME", help="the name the server's certificate carries, "
+                                                             "when it differs from the host dialled")
+    token = g.add_mutually_exclusive_group()
+    token.add_argument("--token", help="bearer token ($NETSCOPE_TOKEN); --token-file keeps it out of `ps`")
+    token.add_argument("--token-file", metavar="FILE", help="file whose first line is the bearer token")
     p.set_defaults(run=run)
     return p
+
+
+def connection(args) -> dict:
+    """Client keywords from the security flags (None: the Client reads the
+    environment variable). Raises OSError for an unreadable --token-file."""
+    token = args.token
+    if args.token_file:
+        try:
+            lines = [l.strip() for l in Path(args.token_file).read_text().splitlines() if l.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OSError(f"cannot read --token-file {args.token_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not lines:
+            raise OSError(f"--token-file {args.token_file} is empty")
+        token = lines[0]
+    return {"tls": args.tls, "root_certificates": args.tls_ca, "client_cert": args.tls_cert,
+            "client_key": args.tls_key, "token": token, "server_name_override": args.tls_server_name}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -760,6 +814,9 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"netscope {args.command}: {exc}", file=sys.stderr)
         return 1
+    except ConnectionSettingsError as exc:  # half an mTLS pair, a token that cannot be metadata
+        print(f"netscope {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

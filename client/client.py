@@ -17,6 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
+from .connection import open_channel
+
 DEFAULT_SERVER = os.environ.get("NETSCOPE_SERVER", "127.0.0.1:50051")
 
 _DTYPES = {
@@ -293,10 +295,22 @@ def _target(target: int | str | None) -> pb.Target | None:
 
 class Client:
     """`Client("host:port")`: one channel, typed calls, deadlines, and retries
-    of UNAVAILABLE with backoff. Use as a context manager or call close()."""
+    of UNAVAILABLE with backoff. Use as a context manager or call close().
+
+    Security (see client/connection.py): `tls=True` for TLS with the system's
+    roots; `root_certificates` (PEM bytes or a file path) trusts that CA and
+    implies TLS; `client_cert` + `client_key` (bytes or paths) for mutual TLS;
+    `token` is sent as `authorization: Bearer TOKEN` on every call;
+    `server_name_override` when the certificate names another host. Left
+    None, each falls back to $NETSCOPE_TLS_CA, $NETSCOPE_TLS_CERT,
+    $NETSCOPE_TLS_KEY, $NETSCOPE_TOKEN. Raises ValueError or OSError for
+    half an mTLS pair, an unreadable PEM file or a malformed token."""
 
     def __init__(self, target: str = DEFAULT_SERVER, *, timeout: float | None = 60.0,
-                 max_message_mb: int = 64, retries: bool = True):
+                 max_message_mb: int = 64, retries: bool = True, tls: bool = False,
+                 root_certificates: bytes | str | Path | None = None, client_cert: bytes | str | Path | None = None,
+                 client_key: bytes | str | Path | None = None, token: str | None = None,
+                 server_name_override: str | None = None):
         limit = max_message_mb * 1024 * 1024
         options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
                    ("grpc.enable_retries", 1 if retries else 0)]
@@ -304,7 +318,9 @@ class Client:
             options.append(("grpc.service_config", _RETRY_CONFIG))
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=options)
+        self.channel = open_channel(target, options, tls=tls, root_certificates=root_certificates,
+                                    client_cert=client_cert, client_key=client_key, token=token,
+                                    server_name_override=server_name_override)
         self.stub = pb_grpc.InspectorStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
 

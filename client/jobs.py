@@ -81,8 +81,10 @@ class ExplainJob:
     """One explanation request over many images, written to one folder."""
 
     def __init__(self, servers: list[str], request: pb.ExplainRequest, out: Path, *, in_flight: int = 64,
-                 timeout: float = 120.0, on_server_lost: Callable[[str, str, int], None] | None = None):
+                 timeout: float = 120.0, on_server_lost: Callable[[str, str, int], None] | None = None,
+                 connect: dict | None = None):
         self.servers = servers
+        self.connect = dict(connect or {})  # Client keywords for every server: TLS, token
         self.spec = request  # everything but the images
         self.out = Path(out)
         self.index = JobIndex(self.out)
@@ -174,7 +176,7 @@ class ExplainJob:
         guard = threading.Lock()  # pending vs. the hand-back when the server dies
         last_answer = [time.monotonic()]
         model = self.spec.model
-        with Client(server, timeout=min(self.timeout, 30.0)) as client:
+        with Client(server, timeout=min(self.timeout, 30.0), **self.connect) as client:
             try:
                 client.wait_ready(timeout=30)
                 if model not in {m.model for m in client.list_models()}:

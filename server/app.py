@@ -1,4 +1,4 @@
-"""Build and run the gRPC server: Inspector + health + reflection, graceful stop."""
+"""Build and run the gRPC server: Inspector + health + reflection, TLS and tokens, graceful stop."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
@@ -17,7 +16,9 @@ from netscope.v1 import inspector_pb2_grpc as pb_grpc
 from .errors import NetscopeError
 from .convert import DEFAULT_DECODE_THREADS
 from .imaging import DEFAULT_MAX_PIXELS
+from . import reflection
 from .registry import Batching, Registry
+from .security import ConfigError, configure
 from .service import InspectorService, Limits
 
 log = logging.getLogger("netscope.server")
@@ -70,6 +71,13 @@ class ServerConfig:
     grace_s: float = 30.0
     metrics_port: int = 0  # Prometheus /metrics over HTTP; 0: off
     decode_threads: int = DEFAULT_DECODE_THREADS  # decode + preprocess a request's images in parallel; 1: serially
+    # Who may call what (server/security.py): PEM files; "" leaves each off.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""  # mutual TLS: clients must present a certificate this CA signed
+    auth_tokens: str = ""  # file of `TOKEN ROLE` lines (role read or admin)
+    open_reflection: bool = False  # reflection without a token (health is always open)
+    insecure: bool = False  # allow a non-loopback address with neither TLS nor tokens
 
 
 class Server:
@@ -77,7 +85,12 @@ class Server:
     in-flight calls finish (new ones get UNAVAILABLE) and shuts down."""
 
     def __init__(self, config: ServerConfig, registry: Registry | None = None):
+        """Raises security.ConfigError (a ValueError) for a bad TLS or tokens
+        file, or a non-loopback address in the clear without `insecure`."""
         self.config = config
+        security = configure(config.address, tls_cert=config.tls_cert, tls_key=config.tls_key,
+                             tls_client_ca=config.tls_client_ca, auth_tokens=config.auth_tokens,
+                             open_reflection=config.open_reflection, insecure=config.insecure)
         self.registry = registry or Registry(config.store, allow_download=config.allow_download,
                                              default_device=config.device, default_dtype=config.dtype)
         limit = config.max_message_mb * 1024 * 1024
@@ -85,6 +98,7 @@ class Server:
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
+            interceptors=security.interceptors,
         )
         if config.decode_threads < 0:
             raise ValueError(f"decode_threads must be >= 0 (0 or 1: decode serially); got {config.decode_threads}")
@@ -94,8 +108,11 @@ class Server:
         pb_grpc.add_InspectorServicer_to_server(self.service, self.grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
-        self.port = self.grpc.add_insecure_port(config.address)
+        reflection.enable([SERVICE_NAME, health.SERVICE_NAME], self.grpc)
+        if security.credentials is not None:
+            self.port = self.grpc.add_secure_port(config.address, security.credentials)
+        else:
+            self.port = self.grpc.add_insecure_port(config.address)
         if self.port == 0:
             raise OSError(f"could not bind {config.address}")
         self._stopped = threading.Event()
@@ -146,8 +163,12 @@ class Server:
 
 
 def serve(config: ServerConfig) -> int:
-    """Run until SIGTERM/SIGINT, then drain and return 0."""
-    server = Server(config)
+    """Run until SIGTERM/SIGINT, then drain and return 0; 2 when it cannot start."""
+    try:
+        server = Server(config)
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     done = threading.Event()
 
     def on_signal(signum, frame):
