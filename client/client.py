@@ -353,14 +353,18 @@ class Client:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the server reports SERVING (models loaded)."""
         deadline = time.monotonic() + timeout
+        last = ""
         while True:
             try:
-                if self.health() == "SERVING":
+                status = self.health()
+                if status == "SERVING":
                     return
-            except NetscopeError:
-                pass
+                last = status
+            except NetscopeError as exc:
+                last = str(exc)  # e.g. a TLS handshake that fails: say so, not only "not SERVING"
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.target} was not SERVING within {timeout:.0f} s")
+                raise TimeoutError(f"{self.target} was not SERVING within {timeout:.0f} s" + (f" (last: {last})"
+                                                                                              if last else ""))
             time.sleep(0.2)
 
     # ------------------------------------------------------------ models

@@ -207,6 +207,23 @@ def test_health_is_open_and_reflection_needs_a_token(token_server):
         assert names and names[0].list_services_response.service
 
 
+def test_open_reflection_flag(tmp_path, tokens_file):
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    srv = Server(ServerConfig(address="127.0.0.1:0", store=str(tmp_path), auth_tokens=str(tokens_file),
+                              open_reflection=True)).start()
+    try:
+        with Client(port_of(srv), timeout=10) as c:
+            stub = reflection_pb2_grpc.ServerReflectionStub(c.channel)
+            answers = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+            assert "netscope.v1.Inspector" in {s.name for s in answers[0].list_services_response.service}
+            with pytest.raises(NetscopeError) as err:  # the rest stays closed
+                c.list_models()
+            assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        srv.stop(0)
+
+
 def test_cli_token_flags_and_env(token_server, tmp_path, monkeypatch):
     token_file = tmp_path / "token"
     token_file.write_text(ADMIN_TOKEN + "\n")
