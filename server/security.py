@@ -148,9 +148,11 @@ class TokenAuth(grpc.ServerInterceptor):
                                      reason="ROLE_TOO_LOW", metadata={"required_role": need, "role": role})
         else:
             return continuation(details)
-        log.info("refused %s: %s", details.method, error.reason)  # never the token
         handler = continuation(details)
-        return None if handler is None else _refusal(handler, error)
+        if handler is None:  # no such method: UNIMPLEMENTED, as without tokens
+            return None
+        log.info("refused %s: %s", details.method, error.reason)  # never the token
+        return _refusal(handler, error)
 
 
 def _refusal(handler: grpc.RpcMethodHandler, error: NetscopeError) -> grpc.RpcMethodHandler:
