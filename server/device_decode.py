@@ -4,11 +4,13 @@
 one call (nvJPEG on CUDA, libjpeg-turbo on the CPU), and `preprocess` then
 does what imaging.preprocess does, with tensors on that device:
 
-- the same sizes: imaging.resized_size and imaging.crop_box;
-- shrinking is OpenCV's INTER_AREA exactly (each output pixel the
-  area-weighted mean of the input pixels it covers: two small matrix
-  products); enlarging is bilinear/bicubic/nearest with half-pixel centres,
-  as cv2.resize;
+- the same sizes: imaging.resized_size and imaging.crop_spans;
+- only the crop's pixels are computed, as two small matrix products over
+  the source window they read (imaging.resample_matrix): shrinking is
+  OpenCV's INTER_AREA exactly (each output pixel the area-weighted mean of
+  the input pixels it covers); enlarging is bilinear/bicubic/nearest with
+  half-pixel centres, as cv2.resize. Memory is bounded by the crop, whatever
+  the aspect ratio;
 - the resized pixels are rounded to whole levels, as OpenCV's uint8 output;
 - then /255, grey if the recipe wants one channel, mean and std.
 
@@ -32,7 +34,6 @@ import struct
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from . import imaging
 from .imaging import Preprocessing
@@ -44,7 +45,6 @@ log = logging.getLogger("netscope.decode")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
@@ -103,45 +103,35 @@ def decode(datas: list[bytes], device: torch.device) -> list[torch.Tensor]:
     return list(decode_jpeg(raw, mode=ImageReadMode.RGB, device=device))
 
 
-@functools.lru_cache(maxsize=64)
-def _area_weights(src: int, dst: int, device: torch.device) -> torch.Tensor:
-    """(dst, src): OpenCV's INTER_AREA for shrinking, as a matrix. Output
-    pixel d covers input [d * s, (d + 1) * s) with s = src / dst; each input
-    pixel weighs the length of its overlap with that span over the span's
-    length (shortened at the last pixel, as OpenCV does)."""
-    s = src / dst
-    start = torch.arange(dst, dtype=torch.float64) * s
-    stop = torch.clamp(start + s, max=src)
-    left = torch.arange(src, dtype=torch.float64)
-    overlap = (torch.minimum(stop[:, None], left[None, :] + 1) - torch.maximum(start[:, None], left[None, :])).clamp(min=0)
-    overlap[overlap <= 1e-3] = 0  # OpenCV drops slivers this thin
-    return (overlap / (stop - start)[:, None]).to(device=device, dtype=torch.float32)
-
-
-def resize(img: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
-    """(C, H, W) float pixels, shorter side to `size`, as imaging.resize_shorter."""
-    h, w = img.shape[-2:]
-    new_h, new_w = imaging.resized_size(h, w, size)
-    if (new_h, new_w) == (h, w):
-        return img
-    if size < min(h, w):
-        out = _area_weights(h, new_h, img.device) @ img @ _area_weights(w, new_w, img.device).T
-    else:
-        mode = _MODES.get(interpolation, "bilinear")
-        kwargs = {} if mode == "nearest" else {"align_corners": False}
-        out = F.interpolate(img[None], size=(new_h, new_w), mode=mode, **kwargs)[0]
-    return out.round_().clamp_(0, 255)  # OpenCV hands back whole uint8 levels
+@functools.lru_cache(maxsize=256)
+def _weights(src: int, dst: int, start: int, count: int, mode: str | None,
+             device: torch.device) -> tuple[int, torch.Tensor]:
+    """imaging.resample_matrix on the device, as float32, made once per size:
+    (first source pixel, (count, window) matrix)."""
+    first, m = imaging.resample_matrix(src, dst, start, count, mode)
+    return first, torch.from_numpy(m).to(device=device, dtype=torch.float32)
 
 
 def preprocess(img: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
     """(3, H, W) uint8 RGB on any device -> (C, crop_h, crop_w) float32 there,
-    normalised: imaging.preprocess in tensors."""
-    x = resize(img.float(), recipe.resize, recipe.interpolation)
-    pad, top, left = imaging.crop_box(x.shape[1], x.shape[2], recipe.crop)
-    if any(pad):
-        x = F.pad(x, (pad[2], pad[3], pad[0], pad[1]))
-    ch, cw = recipe.crop
-    x = x[:, top : top + ch, left : left + cw] / 255.0
+    normalised: imaging.preprocess in tensors.
+
+    Only the crop is resampled: two matrix products over the source window it
+    reads (imaging.resample_matrix: INTER_AREA when shrinking, else bilinear,
+    bicubic or nearest with half-pixel centres, as cv2.resize), so memory is
+    bounded by the crop whatever the image's aspect ratio; the result is
+    rounded to whole levels as OpenCV's uint8 output is."""
+    h, w = img.shape[-2:]
+    new_h, new_w = imaging.resized_size(h, w, recipe.resize)
+    mode = imaging.resize_mode(h, w, recipe.resize, recipe.interpolation)
+    rows, cols = imaging.crop_spans(new_h, new_w, recipe.crop)
+    y0, my = _weights(h, new_h, rows.start, rows.count, mode, img.device)
+    x0, mx = _weights(w, new_w, cols.start, cols.count, mode, img.device)
+    window = img[:, y0 : y0 + my.shape[1], x0 : x0 + mx.shape[1]].float()
+    part = (my @ window @ mx.T).round_().clamp_(0, 255)  # OpenCV hands back whole uint8 levels
+    x = torch.zeros((img.shape[0], *recipe.crop), dtype=torch.float32, device=img.device)
+    x[:, rows.offset : rows.offset + rows.count, cols.offset : cols.offset + cols.count] = part
+    x = x / 255.0
     grey, mean, std = _constants(recipe, x.device)
     if recipe.channels == 1:
         x = (x * grey).sum(0, keepdim=True)
@@ -168,7 +158,7 @@ def decode_and_preprocess(jpegs: dict[int, bytes], recipe: Preprocessing, device
     for index, data in jpegs.items():
         header = jpeg_header(data)
         if header is None or header[2] != 1:
-            continue
+            continue  # the OpenCV path reads (and refuses) it with the same header check
         imaging.check_pixels(header[0], header[1], max_pixels, index)
         taken[index] = data
     if not taken:

@@ -6,16 +6,28 @@ this module) except `preprocess`, which hands the model a float tensor.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
-import cv2
+# OpenCV's own limit on decoded pixels, a second line behind the header check
+# in `decode`: read from the environment once, when cv2 is first imported
+# (server/__init__.py sets it before any module imports cv2).
+OPENCV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+
+import cv2  # noqa: E402  (after the limit is read)
 import numpy as np
 import torch
 
-from .errors import InvalidArgument
+from . import image_header
+from .errors import InvalidArgument, shown
 
 # Decoded images above this many pixels are refused (decompression bombs).
 DEFAULT_MAX_PIXELS = 64_000_000
+# While the shorter-side resize stays within this many times the crop's
+# pixels, the whole image is resized (exactly OpenCV's result); beyond (an
+# extreme aspect ratio enlarged), only the crop's window is resampled, so no
+# step allocates more than this multiple of the model input.
+FULL_RESIZE_FACTOR = 16
 
 _COLORMAPS = {
     name[len("COLORMAP_"):].lower(): getattr(cv2, name) for name in dir(cv2) if name.startswith("COLORMAP_")
@@ -62,22 +74,52 @@ class Preprocessing:
 
 
 def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, index: int = 0) -> np.ndarray:
-    """Encoded JPEG/PNG/WebP/BMP bytes -> (H, W, 3) uint8 RGB."""
+    """Encoded JPEG/PNG/WebP/BMP bytes -> (H, W, 3) uint8 RGB (grey, alpha,
+    16-bit and CMYK sources are converted; EXIF orientation is applied).
+
+    The format (by magic bytes) and the size its header declares are checked
+    before anything is decoded, so a small file that declares a huge image
+    costs nothing. Raises InvalidArgument (field images[index]) for empty
+    bytes, another format, an unreadable header, a zero or over-max_pixels
+    size, and bytes the decoder cannot decode (truncated, corrupt)."""
+    field = f"images[{index}]"
     if not data:
-        raise InvalidArgument(f"image {index}: empty image bytes")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None:
-        raise InvalidArgument(f"image {index}: could not decode {len(data)} bytes as JPEG/PNG/WebP/BMP")
+        raise InvalidArgument(f"image {index}: empty image bytes", field=field)
+    try:
+        header = image_header.read(data)
+    except image_header.HeaderError as exc:
+        raise InvalidArgument(f"image {index}: could not decode {len(data)} bytes: {exc}; "
+                              f"send {', '.join(image_header.ACCEPTED[:-1])} or {image_header.ACCEPTED[-1]}",
+                              reason="UNSUPPORTED_IMAGE", field=field,
+                              metadata={"accepted": ",".join(image_header.ACCEPTED)}) from None
+    if header.width < 1 or header.height < 1:
+        raise InvalidArgument(f"image {index}: its {header.format} header declares {header.width}x{header.height} "
+                              "pixels; send an image of at least 1x1", reason="EMPTY_IMAGE", field=field)
+    check_pixels(header.height, header.width, max_pixels, index)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. OpenCV's own pixel limit, a codec's internal failure
+        detail = (str(exc).strip().splitlines() or [""])[-1][:200]
+        raise InvalidArgument(f"image {index}: could not decode {len(data)} bytes as {header.format}: {detail}",
+                              reason="UNDECODABLE_IMAGE", field=field) from None
+    if img is None or img.size == 0:
+        raise InvalidArgument(f"image {index}: could not decode {len(data)} bytes as {header.format} "
+                              f"(truncated or corrupt?)", reason="UNDECODABLE_IMAGE", field=field)
     check_pixels(img.shape[0], img.shape[1], max_pixels, index)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
 
 
 def check_pixels(height: int, width: int, max_pixels: int, index: int) -> None:
-    if height * width > max_pixels:
+    """InvalidArgument when height x width is over max_pixels (or OpenCV's own
+    limit, when that is lower)."""
+    limit = min(max_pixels, OPENCV_MAX_PIXELS)
+    if height * width > limit:
         raise InvalidArgument(
-            f"image {index}: {width}x{height} = {height * width} pixels is over the server's limit of {max_pixels}"
-        )
+            f"image {index}: {width}x{height} = {height * width} pixels is over the server's limit of {limit}; "
+            "send a smaller image", reason="IMAGE_TOO_LARGE", field=f"images[{index}]",
+            metadata={"limit": str(limit), "pixels": str(height * width)})
 
 
 def as_rgb(pixels: np.ndarray, index: int = 0) -> np.ndarray:
@@ -100,13 +142,24 @@ def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def resize_mode(height: int, width: int, size: int, interpolation: str = "bilinear") -> str | None:
+    """How the shorter side reaches `size`: None (unchanged), "area" when
+    shrinking (OpenCV's INTER_AREA, close to torchvision's antialiased
+    resize), else the recipe's interpolation (bilinear, bicubic, nearest)."""
+    if resized_size(height, width, size) == (height, width):
+        return None
+    if size < min(height, width):
+        return "area"
+    return interpolation if interpolation in _INTERPOLATION else "bilinear"
+
+
 def resize_shorter(rgb: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
     h, w = rgb.shape[:2]
-    new_h, new_w = resized_size(h, w, size)
-    if (new_h, new_w) == (h, w):
+    mode = resize_mode(h, w, size, interpolation)
+    if mode is None:
         return rgb
-    # INTER_AREA when shrinking approximates torchvision's antialiased resize.
-    flag = cv2.INTER_AREA if size < min(h, w) else _INTERPOLATION.get(interpolation, cv2.INTER_LINEAR)
+    new_h, new_w = resized_size(h, w, size)
+    flag = cv2.INTER_AREA if mode == "area" else _INTERPOLATION[mode]
     return cv2.resize(rgb, (new_w, new_h), interpolation=flag)
 
 
@@ -121,17 +174,133 @@ def crop_box(height: int, width: int, crop: tuple[int, int]) -> tuple[tuple[int,
     return pad, int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
 
 
+@dataclass(frozen=True)
+class Span:
+    """The part of one axis of a centre crop that lies on the image: crop
+    indices [offset, offset + count) are image indices [start, start + count);
+    the rest of the crop is zero padding."""
+
+    offset: int
+    start: int
+    count: int
+
+
+def crop_spans(height: int, width: int, crop: tuple[int, int]) -> tuple[Span, Span]:
+    """(rows, columns) of the centre crop of (ch, cw) from an image of
+    height x width, padding included (crop_box, without materialising it)."""
+    pad, top, left = crop_box(height, width, crop)
+
+    def span(length: int, n: int, before: int, corner: int) -> Span:
+        first = corner - before  # image index of crop index 0
+        lo, hi = max(first, 0), min(first + n, length)
+        return Span(lo - first, lo, max(0, hi - lo))
+
+    return span(height, crop[0], pad[0], top), span(width, crop[1], pad[2], left)
+
+
 def center_crop(rgb: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    ch, cw = crop
-    pad, top, left = crop_box(rgb.shape[0], rgb.shape[1], crop)
-    if any(pad):
-        rgb = cv2.copyMakeBorder(rgb, *pad, cv2.BORDER_CONSTANT)
-    return rgb[top : top + ch, left : left + cw]
+    """The centre (ch, cw) of the image, zero-padded where the image is
+    smaller (only the crop is allocated, never the padded image)."""
+    rows, cols = crop_spans(rgb.shape[0], rgb.shape[1], crop)
+    if (rows.offset, rows.count, cols.offset, cols.count) == (0, crop[0], 0, crop[1]):
+        return rgb[rows.start : rows.start + rows.count, cols.start : cols.start + cols.count]
+    out = np.zeros((*crop, *rgb.shape[2:]), dtype=rgb.dtype)
+    out[rows.offset : rows.offset + rows.count, cols.offset : cols.offset + cols.count] = \
+        rgb[rows.start : rows.start + rows.count, cols.start : cols.start + cols.count]
+    return out
+
+
+def _cubic(t: np.ndarray) -> np.ndarray:
+    """OpenCV's (and torch's) cubic convolution weights, A = -0.75, for the
+    taps at offsets -1, 0, 1, 2 of a fractional position t: (n, 4)."""
+    a = -0.75
+    w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    w2 = ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1
+    return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
+
+
+def resample_matrix(src: int, dst: int, start: int, count: int, mode: str | None) -> tuple[int, np.ndarray]:
+    """Rows start .. start + count - 1 of the (dst, src) matrix that resizes
+    one axis of `src` pixels to `dst` as cv2.resize does (and
+    torch.nn.functional.interpolate, align_corners=False): returns (first,
+    m), m a (count, window) float64 matrix acting on source pixels
+    [first, first + window). The window covers only what those output pixels
+    read (plus the interpolation kernel's reach), so its cost is bounded by
+    the crop, whatever the source's length or aspect ratio.
+
+    mode: None (identity), "area" (shrinking: each output pixel the
+    area-weighted mean of the input span it covers, OpenCV's INTER_AREA),
+    "bilinear", "bicubic" (A = -0.75) or "nearest"; borders replicate."""
+    d = np.arange(start, start + count, dtype=np.float64)
+    scale = src / dst
+    if mode is None:
+        index, weight = d.astype(np.int64)[:, None], np.ones((count, 1))
+    elif mode == "nearest":
+        # OpenCV multiplies by 1 / (dst / src), which floors differently at exact multiples.
+        index, weight = np.minimum(np.floor(d * (1.0 / (dst / src))), src - 1).astype(np.int64)[:, None], np.ones((count, 1))
+    elif mode == "area":
+        lo, hi = d * scale, np.minimum((d + 1) * scale, src)
+        taps = int(math.ceil(scale)) + 1
+        index = np.floor(lo).astype(np.int64)[:, None] + np.arange(taps)[None, :]
+        overlap = np.clip(np.minimum(hi[:, None], index + 1) - np.maximum(lo[:, None], index), 0, None)
+        overlap[overlap <= 1e-3] = 0  # OpenCV drops slivers this thin
+        weight = overlap / (hi - lo)[:, None]
+    else:
+        pos = (d + 0.5) * scale - 0.5
+        if mode == "bicubic":
+            base = np.floor(pos)
+            index = base.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]
+            weight = _cubic(pos - base)
+        else:  # bilinear: positions before the first pixel read the first pixel
+            pos = np.maximum(pos, 0)
+            base = np.floor(pos)
+            index = base.astype(np.int64)[:, None] + np.arange(2)[None, :]
+            weight = np.stack([1 - (pos - base), pos - base], axis=1)
+    index = np.clip(index, 0, src - 1)
+    first = int(index.min()) if count else 0
+    window = int(index.max()) - first + 1 if count else 0
+    m = np.zeros((count, window))
+    np.add.at(m, (np.repeat(np.arange(count), index.shape[1]), (index - first).ravel()), weight.ravel())
+    return first, m
+
+
+def _fit_window(rgb: np.ndarray, recipe: Preprocessing) -> np.ndarray:
+    """What center_crop(resize_shorter(rgb)) gives, computed from only the
+    source pixels the crop reads: two small matrix products in float32,
+    rounded to whole levels. Agrees with the full OpenCV resize to within one
+    grey level (OpenCV's 11-bit fixed-point weights against float ones)."""
+    h, w = rgb.shape[:2]
+    new_h, new_w = resized_size(h, w, recipe.resize)
+    mode = resize_mode(h, w, recipe.resize, recipe.interpolation)
+    rows, cols = crop_spans(new_h, new_w, recipe.crop)
+    y0, my = resample_matrix(h, new_h, rows.start, rows.count, mode)
+    x0, mx = resample_matrix(w, new_w, cols.start, cols.count, mode)
+    src = rgb[y0 : y0 + my.shape[1], x0 : x0 + mx.shape[1]].astype(np.float32)
+    part = np.tensordot(my.astype(np.float32), src, axes=(1, 0))           # (rows, window_w, C)
+    part = np.tensordot(mx.astype(np.float32), part, axes=(1, 1))          # (cols, rows, C)
+    out = np.zeros((*recipe.crop, rgb.shape[2]), dtype=np.uint8)
+    out[rows.offset : rows.offset + rows.count, cols.offset : cols.offset + cols.count] = \
+        np.clip(np.rint(part.transpose(1, 0, 2)), 0, 255)
+    return out
 
 
 def fit(rgb: np.ndarray, recipe: Preprocessing) -> np.ndarray:
-    """Resize and crop RGB pixels to what the model sees (still uint8)."""
-    return center_crop(resize_shorter(rgb, recipe.resize, recipe.interpolation), recipe.crop)
+    """Resize (shorter side to recipe.resize) and centre-crop (H, W, C) uint8
+    pixels to what the model sees: (crop_h, crop_w, C) uint8.
+
+    Memory stays bounded by the crop whatever the aspect ratio: when the full
+    resize would exceed FULL_RESIZE_FACTOR times the crop's pixels (a 1x8000
+    strip enlarged to 256 rows would be 2 million columns), only the crop's
+    window is resampled (_fit_window, within one grey level of the full
+    resize). Shrinking never grows the image, so it always takes the full
+    (exact OpenCV) path."""
+    h, w = rgb.shape[:2]
+    new_h, new_w = resized_size(h, w, recipe.resize)
+    mode = resize_mode(h, w, recipe.resize, recipe.interpolation)
+    if mode in (None, "area") or new_h * new_w <= FULL_RESIZE_FACTOR * recipe.crop[0] * recipe.crop[1]:
+        return center_crop(resize_shorter(rgb, recipe.resize, recipe.interpolation), recipe.crop)
+    return _fit_window(rgb, recipe)
 
 
 def preprocess(rgb: np.ndarray, recipe: Preprocessing) -> torch.Tensor:
@@ -161,7 +330,7 @@ def colorize(gray: np.ndarray, colormap: str = "jet") -> np.ndarray:
     if name in ("gray", "grey"):
         return np.repeat(gray[:, :, None], 3, axis=2)
     if name not in _COLORMAPS:
-        raise InvalidArgument(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+        raise InvalidArgument(f"unknown colormap {shown(colormap)}; choose one of {', '.join(COLORMAPS)}")
     return cv2.cvtColor(cv2.applyColorMap(gray, _COLORMAPS[name]), cv2.COLOR_BGR2RGB)
 
 
