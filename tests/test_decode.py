@@ -149,3 +149,16 @@ def test_device_decode_errors_name_the_image(client, decoding_on_device, photos)
         client.predict(decoding_on_device, [encode(photos["rocket"]), huge])
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "image 1: 1500x1500" in err.value.message
     assert client.predict(decoding_on_device, photos["rocket"])[0].top1.label  # still serving
+
+
+@pytest.mark.parametrize("shape", [(2, 3000), (3000, 2), (1, 60000)])
+def test_device_path_crops_an_extreme_aspect_ratio_without_the_full_resize(shape):
+    """Both paths resample only the crop's window (a full resize of 1x60000
+    would be 256 x 15 M pixels); they agree within a level."""
+    rgb = (np.arange(shape[0] * shape[1] * 3) % 251).astype(np.uint8).reshape(*shape, 3)
+    data = encode(rgb, ".jpg")
+    r = Preprocessing()
+    want = imaging.preprocess(imaging.decode(data), r)
+    got = device_decode.decode_and_preprocess({0: data}, r, torch.device("cpu"), MAX_PIXELS)[0]
+    levels = (got - want).abs() * torch.tensor(r.std)[:, None, None] * 255
+    assert got.shape == (3, 224, 224) and float(levels.max()) <= 1.0 + 1e-3
