@@ -21,6 +21,11 @@ With batching off, or for a request already as large as a batch, the work
 runs in the caller's thread: no queue hop, no added latency. If a shared
 batch fails, each of its requests runs again alone, so one request's bad
 input (or a batch too large for device memory) fails only that request.
+
+A batch serves several callers (server/cancel.py): a request whose caller
+has gone is dropped before its rows join a batch, a caller that goes away
+stops waiting at once, and a batch's torch work runs on behalf of all its
+callers, so it stops only when every one of them has gone.
 """
 from __future__ import annotations
 
@@ -33,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import torch
 
-from . import torch_thread
-from .errors import ResourceExhausted, Unavailable
+from . import cancel, torch_thread
+from .errors import Cancelled, DeadlineExceeded, ResourceExhausted, Unavailable
 from .transfer import cat
 
 if TYPE_CHECKING:
@@ -78,6 +83,7 @@ class _Item:
     key: tuple
     future: Future = field(default_factory=Future)
     queued: float = field(default_factory=time.perf_counter)
+    caller: cancel.Liveness | None = field(default_factory=cancel.current)  # who waits for it
 
     @property
     def n(self) -> int:
@@ -133,10 +139,12 @@ class Batcher:
             if items is None:
                 return
             self._run(items)
+            del items  # an idle worker holds no finished batch (its work closes over the model)
 
     def _gather(self) -> list[_Item] | None:
         with self._cond:
             while True:
+                self._pending = [i for i in self._pending if not i.future.done()]  # callers that gave up
                 first = next((i for i in self._pending if i.key not in self._gathering), None)
                 if first is not None:
                     break
@@ -167,16 +175,23 @@ class Batcher:
             return items
 
     def _run(self, items: list[_Item]) -> None:
+        items = [i for i in items if not _dropped(i)]  # a caller that has gone drops its rows
+        if not items:
+            return
         start = time.perf_counter()
         work = items[0].work
         size = sum(i.n for i in items)
         try:
             xs = [i.x for i in items]
-            result = torch_thread.run(self.device, lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0]),
-                                      urgent=work.urgent)
+            # On behalf of every caller in the batch: it stops only when all have gone.
+            with cancel.serving(cancel.AnyOf(i.caller for i in items)):
+                result = torch_thread.run(self.device,
+                                          lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0]),
+                                          urgent=work.urgent)
         except BaseException as exc:  # noqa: BLE001 - a shared batch failed: find out whose it was
-            if len(items) == 1:
-                items[0].future.set_exception(exc)
+            if len(items) == 1 or isinstance(exc, (Cancelled, DeadlineExceeded)):
+                for i in items:
+                    _settle(i.future, exc=exc)
                 return
             for i in items:
                 self._run([i])
@@ -187,10 +202,28 @@ class Batcher:
             try:
                 share = work.rows(result, offset, offset + i.n)
             except BaseException as exc:  # noqa: BLE001
-                i.future.set_exception(exc)
+                _settle(i.future, exc=exc)
             else:
-                i.future.set_result(Batched(share, (start - i.queued) * 1e3, compute_ms, size))
+                _settle(i.future, Batched(share, (start - i.queued) * 1e3, compute_ms, size))
             offset += i.n
+
+
+def _dropped(item: _Item) -> bool:
+    """Whether the item's caller has gone (then its future says so)."""
+    gone = item.caller.gone() if item.caller is not None else None
+    if gone is not None:
+        _settle(item.future, exc=gone)
+    return gone is not None or item.future.done()
+
+
+def _settle(future: Future, value: Any = None, *, exc: BaseException | None = None) -> None:
+    """Hand a request its share, unless it already has its answer (its caller gave up on it)."""
+    if future.done():
+        return
+    try:
+        future.set_exception(exc) if exc is not None else future.set_result(value)
+    except Exception:  # noqa: BLE001 - InvalidStateError: settled meanwhile
+        pass
 
 
 def run(model: LoadedModel, x: torch.Tensor, work: Work) -> Batched:
@@ -201,4 +234,4 @@ def run(model: LoadedModel, x: torch.Tensor, work: Work) -> Batched:
         start = time.perf_counter()
         result = torch_thread.run(model.device, work.run, x, urgent=work.urgent)
         return Batched(work.rows(result, 0, x.shape[0]), 0.0, (time.perf_counter() - start) * 1e3, x.shape[0])
-    return batcher.submit(x, work).result()
+    return cancel.wait(batcher.submit(x, work))

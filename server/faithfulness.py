@@ -51,7 +51,8 @@ def probabilities(forward: Forward, batch: torch.Tensor, target: int, batch_size
     out = []
     with torch.inference_mode():
         for chunk in batch.split(batch_size):
-            torch_thread.serve_urgent()  # a waiting Predict runs between chunks (server/torch_thread.py)
+            # A check point: stop here if the caller has gone; a waiting Predict runs (server/torch_thread.py).
+            torch_thread.checkpoint()
             out.append(torch.softmax(forward(chunk).float(), dim=1)[:, target].cpu())
     return torch.cat(out).numpy()
 
@@ -152,6 +153,7 @@ def evaluate(forward: Forward, x: torch.Tensor, saliency: np.ndarray, target: in
     for fraction in ROAD_FRACTIONS:
         k = round(n * fraction)
         for chosen in (order[:k], order[::-1][:k]):  # MoRF, then LeRF
+            torch_thread.checkpoint()  # each imputation is a sparse solve: stop between them if the caller has gone
             removed = np.zeros(n, dtype=bool)
             removed[chosen] = True
             road_inputs.append(impute(x, removed, road_noise, rng))

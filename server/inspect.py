@@ -47,13 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import imaging
-from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, closest
+from . import imaging, torch_thread
+from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, closest, shown
 from .hooks import capture, find_layer
+from .maps import too_small
 
 DEFAULT_MAX_TILES = 64
 DEFAULT_BINS = 30
 MAX_BINS = 100_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Kernel grid modes.
 AUTO, RGB, PER_CHANNEL, MEAN_INPUT = "auto", "rgb", "per_channel", "mean_input"
@@ -216,6 +218,17 @@ def _render(maps: Sequence[np.ndarray], spec: GridSpec, *, upsample_to: tuple[in
     return imaging.encode_png(imaging.make_grid(tiles, nrow=nrow, padding=spec.padding))
 
 
+def _run(model: nn.Module, x: torch.Tensor):
+    """model(x), with "input too small for the network" as InvalidArgument."""
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        small = too_small(exc, x)
+        if small is None:
+            raise
+        raise small from None
+
+
 def _first_tensor(out) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
@@ -282,8 +295,9 @@ def feature_maps(
     size_hw = tuple(input_size) if input_size else tuple(x.shape[-2:])
     batch = x.shape[0]
 
-    with torch.inference_mode(), capture(model, names) as cap:
-        model(x)
+    # Check points at every block (the caller gone: stop; a waiting Predict: run it).
+    with torch.inference_mode(), capture(model, names) as cap, torch_thread.yielding(model):
+        _run(model, x)
         cap.require_all()
         outs = {n: cap.output(n) for n in names}
 
@@ -331,6 +345,7 @@ def feature_maps(
     for n, shape, axis, k, spatial in plan:
         out = outs[n].float()
         for i in range(batch):
+            torch_thread.checkpoint()  # drawing a batch's grids takes a while: stop if the caller has gone
             a = out[i]
             cv = _channels_view(a, axis)  # (C, rest)
             means, maxes = cv.mean(dim=1), cv.amax(dim=1)
@@ -411,7 +426,7 @@ def kernels(
         )
     mode = (mode or AUTO).lower()
     if mode not in KERNEL_MODES:
-        raise InvalidArgument(f"unknown kernel mode {mode!r}; choose one of {', '.join(KERNEL_MODES)}")
+        raise InvalidArgument(f"unknown kernel mode {shown(mode)}; choose one of {', '.join(KERNEL_MODES)}")
     grid = grid or GridSpec()
     w = module.weight.detach()
     out_ch, in_ch, kh, kw = (int(s) for s in w.shape)
@@ -557,7 +572,16 @@ def layer_stats(
         raise InvalidArgument(f"bins must be in 1..{MAX_BINS}; got {bins}")
     lo, hi = float(hist_range[0]), float(hist_range[1])
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise InvalidArgument(f"histogram range must be finite with min <= max; got [{lo}, {hi}]")
+        raise InvalidArgument(f"histogram range must be finite with min <= max; got [{lo}, {hi}]",
+                              field="hist_min" if not math.isfinite(lo) or lo > hi else "hist_max")
+    # Histograms bin float32 values: the bounds must be float32 numbers, apart once rounded to float32.
+    if lo < hi and max(abs(lo), abs(hi)) > FLOAT32_MAX:
+        raise InvalidArgument(f"histogram range [{lo}, {hi}] is outside float32 (|bound| <= {FLOAT32_MAX:.4g}); "
+                              f"leave hist_min = hist_max for the data's own range", field="hist_max",
+                              metadata={"limit": f"{FLOAT32_MAX:.6g}"})
+    if lo < hi and not float(np.float32(lo)) < float(np.float32(hi)):
+        raise InvalidArgument(f"histogram range [{lo}, {hi}] is empty in float32; widen it, or leave "
+                              f"hist_min = hist_max for the data's own range", field="hist_max")
     if x is None and (labels or target is not None):
         raise InvalidArgument("a target or labels need images to differentiate")
     if labels and target is not None:
@@ -583,11 +607,17 @@ def layer_stats(
                     seen.add(id(p))
                     diff.append(p)
         with torch.inference_mode(False), torch.enable_grad():
-            logits = _first_tensor(model(x)).float()
+            with torch_thread.yielding(model):  # check points at every block of the forward pass
+                logits = _first_tensor(_run(model, x)).float()
             if logits.dim() != 2:
                 raise FailedPrecondition(f"the model's output has shape {tuple(logits.shape)}, not (N, classes)")
             loss = _score(logits, target, list(labels) if labels else None)
             loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FailedPrecondition(
+                    f"the model produced non-finite values (the differentiated {'loss' if labels else 'logit'} is "
+                    f"{loss_value}): its weights or precision cannot represent this input; check the checkpoint, "
+                    f"or load it as float32", reason="NON_FINITE")
             if diff and loss.requires_grad:
                 got = torch.autograd.grad(loss, diff, allow_unused=True)
                 grads = {id(p): g for p, g in zip(diff, got) if g is not None}
@@ -596,6 +626,7 @@ def layer_stats(
     result: list[LayerStats] = []
     with torch.no_grad():
         for name, module, params in chosen:
+            torch_thread.checkpoint()  # histograms of large layers add up: stop if the caller has gone
             pstats = []
             sq = 0.0
             has_grad = False

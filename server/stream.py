@@ -15,7 +15,9 @@ While one batch computes, the next is decoded and the last one drawn; queues
 of one batch between the stages keep memory bounded. An item that fails gets
 its error in its own response and the stream goes on; a batch that fails is
 retried item by item to find out whose error it was. A caller that cancels
-or goes away stops every stage.
+or goes away (or whose deadline passes) stops every stage, and the torch work
+under way stops at its next check point: the compute and render stages run
+on behalf of the stream's caller (server/cancel.py).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ import grpc
 
 from netscope.v1 import inspector_pb2 as pb
 
-from .errors import status_of
+from . import cancel
+from .errors import Cancelled, DeadlineExceeded, rich_status
 
 _END = object()
 _POLL_S = 0.1  # how often a blocked stage looks whether the call has ended
@@ -63,8 +66,11 @@ def merged(items: list[pb.ExplainStreamRequest]) -> pb.ExplainRequest:
 
 
 def item_error(item: pb.ExplainStreamRequest, exc: BaseException) -> pb.ExplainStreamResponse:
-    code, message = status_of(exc)
-    return pb.ExplainStreamResponse(id=item.id, error=pb.ItemError(code=code.value[0], message=message))
+    """One item's error: code and message, and the google.rpc.Status (ErrorInfo,
+    BadRequest) a unary Explain would have carried in its trailers."""
+    status = rich_status(exc)
+    return pb.ExplainStreamResponse(id=item.id, error=pb.ItemError(code=status.code, message=status.message,
+                                                                   status=status))
 
 
 class Batch:
@@ -93,8 +99,8 @@ class ExplainStream:
         self.metrics = metrics
 
     def run(self, requests: Iterator[pb.ExplainStreamRequest], context) -> Iterator[pb.ExplainStreamResponse]:
-        stopped = threading.Event()
-        context.add_callback(stopped.set)  # fires when the call ends, cancelled or not
+        caller = cancel.of_context(context, "ExplainStream")  # its event fires when the call ends, cancelled or not
+        stopped = caller.ended
         inbox: queue.Queue = queue.Queue(maxsize=self.max_pending)
         prepared: queue.Queue = queue.Queue(maxsize=1)
         computed: queue.Queue = queue.Queue(maxsize=1)
@@ -102,15 +108,23 @@ class ExplainStream:
         stages = [(self._read, (requests, inbox, stopped)), (self._prepare, (inbox, prepared, stopped, idle)),
                   (self._compute, (prepared, computed, stopped, idle))]
         for target, args in stages:
-            threading.Thread(target=target, args=args, name=f"explain-stream{target.__name__}", daemon=True).start()
+            threading.Thread(target=lambda t=target, a=args: self._on_behalf(caller, t, a),
+                             name=f"explain-stream{target.__name__}", daemon=True).start()
         try:
             while True:
                 batch = take(computed, stopped)
                 if batch is _END or batch is None:
                     return
-                yield from self._render(batch)
+                with cancel.serving(caller):  # not across the yields: the handler's thread is gRPC's
+                    responses = list(self._render(batch))
+                yield from responses
         finally:
             stopped.set()  # the handler is done (or was abandoned): every stage stops
+
+    @staticmethod
+    def _on_behalf(caller: cancel.Caller, target, args) -> None:
+        with cancel.serving(caller):
+            target(*args)
 
     # ---------------------------------------------------------------- stages
 
@@ -188,6 +202,8 @@ class ExplainStream:
         try:
             batch.job = self.stages.compute_explanation(batch.job)
             return [batch]
+        except (Cancelled, DeadlineExceeded):
+            return []  # the stream's caller has gone: nothing more to explain
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory at this batch size: try each alone
             if len(batch.items) == 1:
                 return [Batch.failed(batch.items[0], exc, batch.started)]

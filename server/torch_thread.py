@@ -24,6 +24,12 @@ explanation's captures and output replacements are ContextVars,
 server/hooks.py: they neither see nor touch it). Modules are stateless in
 eval mode, so a forward pass may start inside another one's block
 boundary; a Predict waits for at most one block, not one explanation.
+
+Work never outlives its caller (server/cancel.py): `run` captures the
+submitting call's liveness with the work and sets it while the work runs
+here; work whose caller has gone is dropped before it starts; a caller that
+goes away stops waiting at once; and the same block boundaries (`yielding`),
+on every device, are check points where work whose caller has gone stops.
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ from typing import Callable, Iterator, TypeVar
 
 import torch
 from torch import nn
+
+from . import cancel
 
 T = TypeVar("T")
 
@@ -54,10 +62,11 @@ class _Line:
         self._thread: threading.Thread | None = None
         self._in_a_row = 0  # urgent items taken since other work last got its turn
 
-    def submit(self, call: Callable[[], T], urgent: bool) -> Future:
+    def submit(self, call: Callable[[], T], urgent: bool, caller: cancel.Liveness | None = None) -> Future:
+        """Queue `call`, to run on behalf of `caller` (its liveness travels with it)."""
         future: Future = Future()
         with self._cond:
-            (self._urgent if urgent else self._normal).append((future, call))
+            (self._urgent if urgent else self._normal).append((future, call, caller))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="netscope-torch", daemon=True)
                 self._thread.start()
@@ -75,8 +84,8 @@ class _Line:
                 waiting = len(self._urgent)
             for _ in range(waiting):
                 with self._cond:
-                    future, call = self._urgent.popleft()
-                contextvars.Context().run(_execute, future, call)
+                    future, call, caller = self._urgent.popleft()
+                contextvars.Context().run(_execute, future, call, caller)
         finally:
             _inside.serving = False
 
@@ -87,19 +96,27 @@ class _Line:
                 while not self._urgent and not self._normal:
                     self._cond.wait()
                 if self._urgent and (not self._normal or self._in_a_row < URGENT_BURST):
-                    future, call = self._urgent.popleft()
+                    future, call, caller = self._urgent.popleft()
                     self._in_a_row = self._in_a_row + 1 if self._normal else 0
                 else:
-                    future, call = self._normal.popleft()
+                    future, call, caller = self._normal.popleft()
                     self._in_a_row = 0
-            _execute(future, call)
+            _execute(future, call, caller)
+            # An idle thread must not hold its last work: its closure (and the
+            # result) can be an unloaded model, kept alive until the next call.
+            del future, call, caller
 
 
-def _execute(future: Future, call: Callable[[], T]) -> None:
+def _execute(future: Future, call: Callable[[], T], caller: cancel.Liveness | None = None) -> None:
     if not future.set_running_or_notify_cancel():
+        return  # its caller stopped waiting before it started
+    gone = caller.gone() if caller is not None else None
+    if gone is not None:
+        future.set_exception(gone)  # queued work whose caller has gone never starts
         return
     try:
-        result = call()
+        with cancel.serving(caller):
+            result = call()
     except BaseException as exc:  # noqa: BLE001 - handed to the caller
         future.set_exception(exc)
     else:
@@ -118,10 +135,18 @@ def run(device: torch.device | str | None, fn: Callable[..., T], *args, urgent: 
     CPU work whatever the model's device, such as building weights), else here.
     Its result is returned and its exception raised here; called from the
     torch thread itself, fn just runs. `urgent` work (Predict) goes ahead of
-    the waiting rest, and runs inside long work at its next `serve_urgent()`."""
+    the waiting rest, and runs inside long work at its next `serve_urgent()`.
+
+    fn runs on behalf of the current caller (server/cancel.py): if it goes
+    away, fn is dropped if it has not started, stops at its next check point
+    if it has, and Cancelled / DeadlineExceeded is raised here at once."""
     if on_torch_thread() or (device is not None and torch.device(device).type != "cpu"):
+        cancel.check()
         return fn(*args, **kwargs)
-    return _line.submit(lambda: fn(*args, **kwargs), urgent).result()
+    caller = cancel.current()
+    if caller is not None:
+        cancel.check()
+    return cancel.wait(_line.submit(lambda: fn(*args, **kwargs), urgent, caller), caller)
 
 
 def serve_urgent() -> None:
@@ -131,18 +156,27 @@ def serve_urgent() -> None:
         _line.serve_urgent()
 
 
+def checkpoint() -> None:
+    """A check point of long work, between forward passes or chunks: raises
+    Cancelled / DeadlineExceeded if the work's caller has gone (on any
+    thread, cheap: a flag and the clock), then, on the torch thread, runs
+    the urgent work waiting now."""
+    cancel.check()
+    if on_torch_thread():
+        _line.serve_urgent()
+
+
 @contextmanager
 def yielding(model: nn.Module) -> Iterator[None]:
-    """Within the block, on the torch thread, each forward pass of `model`
-    serves the urgent work waiting at the start of every block (the modules
-    one and two levels down: a ResNet's stages and their blocks, a VGG's
-    layers). Elsewhere (a CUDA model, in-process use) it does nothing. The
-    hooks are gone on exit, whatever happened."""
-    if not on_torch_thread():
-        yield
-        return
+    """Within the block, each forward pass of `model` has a `checkpoint()` at
+    the start of every block (the modules one and two levels down: a
+    ResNet's stages and their blocks, a VGG's layers): work whose caller has
+    gone stops there (on any device, in-process too), and on the torch
+    thread the urgent work waiting runs there. A module tree copied inside
+    the block (Captum's private copy) keeps the check points. The hooks are
+    gone on exit, whatever happened."""
     blocks = [m for name, m in model.named_modules() if name and name.count(".") <= 1]
-    handles = [m.register_forward_pre_hook(_serve_urgent_hook) for m in blocks]
+    handles = [m.register_forward_pre_hook(_checkpoint_hook) for m in blocks]
     try:
         yield
     finally:
@@ -150,5 +184,5 @@ def yielding(model: nn.Module) -> Iterator[None]:
             h.remove()
 
 
-def _serve_urgent_hook(module: nn.Module, args) -> None:
-    serve_urgent()
+def _checkpoint_hook(module: nn.Module, args) -> None:
+    checkpoint()

@@ -176,3 +176,109 @@ def test_a_predict_is_answered_while_a_long_explanation_runs(client, server, pho
         handle.remove()
     assert during.top_k == idle.top_k
     np.testing.assert_allclose(during.probabilities, idle.probabilities, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- cancellation (server/cancel.py)
+
+
+def _hold_the_torch_thread(release: threading.Event, started: threading.Event):
+    """Submit work that keeps the torch thread busy until `release`."""
+    def hold():
+        started.set()
+        release.wait(30)
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(torch_thread.run, "cpu", hold)
+    assert started.wait(10)
+    return pool, future
+
+
+def test_queued_work_whose_caller_has_gone_never_starts_and_its_caller_stops_waiting():
+    from netscope.server import cancel
+    from netscope.server.errors import Cancelled, DeadlineExceeded
+
+    release, started, ran = threading.Event(), threading.Event(), []
+    pool, held = _hold_the_torch_thread(release, started)
+    try:
+        caller = cancel.Caller()
+        waiting = ThreadPoolExecutor(1)
+
+        def submit():
+            with cancel.serving(caller):
+                return torch_thread.run("cpu", lambda: ran.append("ran"))
+
+        result = waiting.submit(submit)
+        time.sleep(0.2)
+        assert not result.done()
+        gone_at = time.monotonic()
+        caller.ended.set()  # what gRPC's callback does when the call is cancelled
+        with pytest.raises(Cancelled, match="its work stopped"):
+            result.result(timeout=5)
+        assert time.monotonic() - gone_at < 1.0  # the caller stopped waiting at once, not when the thread was free
+
+        # A deadline that passes while the work waits in line: DeadlineExceeded.
+        with cancel.serving(cancel.Caller(deadline=time.monotonic() + 0.2)):
+            with pytest.raises(DeadlineExceeded):
+                torch_thread.run("cpu", lambda: ran.append("ran"))
+    finally:
+        release.set()
+        held.result(timeout=10)
+        pool.shutdown()
+    assert torch_thread.run("cpu", lambda: "free") == "free"  # and the dropped work never ran
+    assert ran == []
+
+
+def test_the_callers_liveness_travels_with_its_work_to_the_torch_thread():
+    from netscope.server import cancel
+    from netscope.server.errors import Cancelled
+
+    caller = cancel.Caller()
+    seen = []
+
+    def long_work():
+        seen.append(cancel.current() is caller)
+        for _ in range(1000):
+            torch_thread.checkpoint()  # what every block of every forward pass calls
+            caller.ended.set()
+            time.sleep(0.001)
+        return "finished"  # never: the check point raises once the caller has gone
+
+    with cancel.serving(caller), pytest.raises(Cancelled):
+        torch_thread.run("cpu", long_work)
+    assert seen == [True]
+    assert torch_thread.run("cpu", cancel.current) is None  # nothing leaks to the next work
+    cancel.check()  # outside any call: nothing to check
+
+
+def test_yielding_checks_the_caller_at_every_block_on_any_device_and_leaves_no_hooks():
+    """In-process (no torch thread), a forward pass inside `yielding` still
+    stops at the first block after its caller has gone."""
+    from torch import nn
+
+    from netscope.server import cancel
+    from netscope.server.errors import DeadlineExceeded
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU())).eval()
+    reached = []
+    model[2][0].register_forward_pre_hook(lambda m, a: reached.append("inner conv"))
+    with cancel.serving(cancel.Caller(deadline=time.monotonic() - 1)), torch_thread.yielding(model):
+        with pytest.raises(DeadlineExceeded):
+            model(torch.zeros(1, 3, 8, 8))
+    assert reached == []
+    assert [len(m._forward_pre_hooks) for m in model.modules()] == [0, 0, 0, 0, 1, 0]  # only the test's own
+    with torch_thread.yielding(model):
+        model(torch.zeros(1, 3, 8, 8))  # no caller: runs through
+    assert reached == ["inner conv"]
+
+
+def test_a_batch_runs_while_any_of_its_callers_is_there():
+    from netscope.server import cancel
+
+    a, b = cancel.Caller(), cancel.Caller()
+    both = cancel.AnyOf([a, b])
+    assert both.gone() is None
+    a.ended.set()
+    assert both.gone() is None
+    b.ended.set()
+    assert both.gone() is not None
+    assert cancel.AnyOf([a, None]).gone() is None  # in-process work has no caller that could go
