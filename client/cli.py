@@ -231,7 +231,7 @@ def cmd_info(args) -> int:
     if info.note:
         print(f"note: {info.note}")
     p = info.preprocessing
-    print(f"input {info.input_size}; resize {p['resize']}, crop {p['crop']}, "
+    print(f"input {info.input_size} (runs on H, W >= {info.min_input_size}); resize {p['resize']}, crop {p['crop']}, "
           f"mean {[round(m, 4) for m in p['mean']]}, std {[round(s, 4) for s in p['std']]}")
     print(f"{len(info.class_names)} classes: {', '.join(info.class_names[:8])}{' ...' if len(info.class_names) > 8 else ''}")
     print(f"parameters {info.num_parameters:,} ({info.trainable_parameters:,} trainable), "

@@ -177,6 +177,7 @@ class ModelInfo:
     compile_batch_sizes: list[int] = field(default_factory=list)
     device_decode: bool = False
     pin_memory: bool = True
+    min_input_size: int = 1  # smallest H = W a preprocessed float image may have
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.name == name)
@@ -196,7 +197,7 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         batching={"max_batch_size": m.batching.max_batch_size, "max_delay_ms": m.batching.max_delay_ms,
                   "max_queue": m.batching.max_queue},
         channels_last=m.channels_last, compile=m.compile, compile_batch_sizes=list(m.compile_batch_sizes),
-        device_decode=m.device_decode, pin_memory=m.pin_memory,
+        device_decode=m.device_decode, pin_memory=m.pin_memory, min_input_size=m.min_input_size or 1,
         layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
                       l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
     )

@@ -5,6 +5,7 @@ encoded or as tensors and leave here as one preprocessed float32 CPU batch.
 """
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Sequence
@@ -58,64 +59,119 @@ def tensor_to_proto(t) -> pb.Tensor:
     return pb.Tensor(dtype=code, shape=list(arr.shape), data=np.ascontiguousarray(arr, dtype=_NUMPY[code]).tobytes())
 
 
-def proto_to_numpy(msg: pb.Tensor, what: str = "tensor") -> np.ndarray:
-    """Tensor message -> numpy array, checking dtype and byte length against the shape."""
+# A tensor may have at most this many dimensions (images use 2 or 3).
+MAX_TENSOR_DIMS = 8
+# A preprocessed float image may hold at most this many times the model
+# input's pixels (and never more than max_pixels): a forward pass's
+# activations grow with them, and 16x (896x896 for a 224x224 model) is well
+# past any resolution a classifier is run at on purpose.
+FLOAT_IMAGE_FACTOR = 16
+
+
+def proto_to_numpy(msg: pb.Tensor, what: str = "tensor", field: str = "") -> np.ndarray:
+    """Tensor message -> numpy array (a read-only view of the bytes; bfloat16
+    becomes float32), of msg.shape and msg.dtype.
+
+    The shape is checked before anything is allocated: at most
+    MAX_TENSOR_DIMS dimensions, each at least 1, and an element count
+    (computed exactly, never overflowing) that matches the bytes sent.
+    Raises InvalidArgument naming `what` (and `field`, for the details)."""
+    field = field or what
     shape = tuple(int(s) for s in msg.shape)
-    if any(s < 0 for s in shape):
-        raise InvalidArgument(f"{what}: negative dimension in shape {list(shape)}")
+    if len(shape) > MAX_TENSOR_DIMS:
+        raise InvalidArgument(f"{what}: shape {_shown_shape(shape)} has {len(shape)} dimensions; at most "
+                              f"{MAX_TENSOR_DIMS} are accepted", field=field, metadata={"limit": str(MAX_TENSOR_DIMS)})
+    if any(s < 1 for s in shape):
+        raise InvalidArgument(f"{what}: shape {_shown_shape(shape)} has a dimension below 1; every dimension must be "
+                              "at least 1 (empty tensors carry no image)", field=field)
     if msg.dtype == pb.BFLOAT16:
-        expected = int(np.prod(shape, dtype=np.int64)) * 2
-        _check_length(msg, expected, shape, what)
-        raw = torch.frombuffer(bytearray(msg.data), dtype=torch.int16) if msg.data else torch.empty(0, dtype=torch.int16)
+        _check_length(msg, math.prod(shape) * 2, shape, what, field)
+        raw = torch.frombuffer(bytearray(msg.data), dtype=torch.int16)
         return raw.view(torch.bfloat16).float().reshape(shape).numpy()
     if msg.dtype not in _NUMPY:
         names = ", ".join(pb.DType.Name(k) for k in [*_NUMPY, pb.BFLOAT16])
-        raise InvalidArgument(f"{what}: unsupported dtype {pb.DType.Name(msg.dtype) if msg.dtype in pb.DType.values() else msg.dtype}; use one of {names}")
+        raise InvalidArgument(f"{what}: unsupported dtype {pb.DType.Name(msg.dtype) if msg.dtype in pb.DType.values() else msg.dtype}; use one of {names}",
+                              field=field)
     dt = _NUMPY[msg.dtype]
-    _check_length(msg, int(np.prod(shape, dtype=np.int64)) * dt.itemsize, shape, what)
+    _check_length(msg, math.prod(shape) * dt.itemsize, shape, what, field)
     return np.frombuffer(msg.data, dtype=dt).reshape(shape)
 
 
-def _check_length(msg: pb.Tensor, expected: int, shape, what: str) -> None:
+def _shown_shape(shape) -> str:
+    """A client's shape as a message may quote it (a 10,000-dim shape is cut)."""
+    text = str(list(shape))
+    return text if len(text) <= 80 else text[:80] + f"... ({len(shape)} dims)]"
+
+
+def _check_length(msg: pb.Tensor, expected: int, shape, what: str, field: str) -> None:
     if len(msg.data) != expected:
         raise InvalidArgument(
-            f"{what}: {len(msg.data)} bytes of data do not match shape {list(shape)} of {pb.DType.Name(msg.dtype)} ({expected} bytes)"
-        )
+            f"{what}: {len(msg.data)} bytes of data do not match shape {_shown_shape(shape)} of "
+            f"{pb.DType.Name(msg.dtype)} ({expected} bytes); send shape and bytes that agree",
+            field=field, metadata={"bytes": str(len(msg.data)), "expected_bytes": str(expected)})
 
 
-def _one_image(index: int, image: pb.Image, recipe: Preprocessing, max_pixels: int) -> torch.Tensor:
+def _one_image(index: int, image: pb.Image, recipe: Preprocessing, max_pixels: int,
+               min_size: int = 1) -> torch.Tensor:
+    field = f"images[{index}]"
     kind = image.WhichOneof("source")
     if kind == "encoded":
         return imaging.preprocess(imaging.decode(image.encoded, max_pixels=max_pixels, index=index), recipe)
     if kind != "tensor":
-        raise InvalidArgument(f"image {index}: neither encoded bytes nor a tensor")
-    arr = proto_to_numpy(image.tensor, f"image {index}")
+        raise InvalidArgument(f"image {index}: neither encoded bytes nor a tensor", field=field)
+    arr = proto_to_numpy(image.tensor, f"image {index}", field)
     if arr.dtype == np.uint8:
+        if arr.ndim in (2, 3):  # before as_rgb copies the pixels
+            imaging.check_pixels(arr.shape[0], arr.shape[1], max_pixels, index)
         rgb = imaging.as_rgb(arr, index)
-        imaging.check_pixels(rgb.shape[0], rgb.shape[1], max_pixels, index)
         return imaging.preprocess(rgb, recipe)
     if arr.dtype.kind != "f":
-        raise InvalidArgument(f"image {index}: tensor images are uint8 pixels (H, W, 3) or float (C, H, W); got {arr.dtype}")
+        raise InvalidArgument(f"image {index}: tensor images are uint8 pixels (H, W, 3) or float (C, H, W); got {arr.dtype}",
+                              field=field)
     c, h, w = recipe.input_size
     if arr.ndim != 3 or arr.shape[0] != c:
-        raise InvalidArgument(f"image {index}: a float tensor must be preprocessed (C, H, W) with C={c}; got shape {list(arr.shape)}")
-    imaging.check_pixels(arr.shape[1], arr.shape[2], max_pixels, index)
+        raise InvalidArgument(f"image {index}: a float tensor must be preprocessed (C, H, W) with C={c}; got shape {_shown_shape(arr.shape)}",
+                              field=field)
+    check_float_size(arr.shape[1], arr.shape[2], recipe, max_pixels, min_size, index)
     t = torch.from_numpy(arr.astype(np.float32, copy=True))
     if not torch.isfinite(t).all():
-        raise InvalidArgument(f"image {index}: tensor holds NaN or infinity")
+        raise InvalidArgument(f"image {index}: tensor holds NaN or infinity", field=field)
     return t
+
+
+def check_float_size(height: int, width: int, recipe: Preprocessing, max_pixels: int, min_size: int,
+                     index: int) -> None:
+    """A preprocessed (C, H, W) float image the model can run on: H and W at
+    least `min_size` (the smallest input the model runs on, probed at load),
+    H x W at most FLOAT_IMAGE_FACTOR times the model input and max_pixels.
+    Raises InvalidArgument naming the size that would work."""
+    field = f"images[{index}]"
+    ch, cw = recipe.crop
+    if min(height, width) < min_size:
+        raise InvalidArgument(
+            f"image {index}: a float tensor of {height}x{width} is smaller than this model runs on; H and W must be "
+            f"at least {min_size} (its input is {ch}x{cw})", reason="IMAGE_TOO_SMALL", field=field,
+            metadata={"min_size": str(min_size)})
+    limit = min(max_pixels, FLOAT_IMAGE_FACTOR * ch * cw)
+    if height * width > limit:
+        raise InvalidArgument(
+            f"image {index}: a float tensor of {height}x{width} = {height * width} pixels is over the limit of {limit} "
+            f"for this model ({FLOAT_IMAGE_FACTOR}x its {ch}x{cw} input, at most the server's max_pixels); "
+            "resize it, or send the encoded image", reason="IMAGE_TOO_LARGE", field=field,
+            metadata={"limit": str(limit)})
 
 
 def images_to_batch(images: Sequence[pb.Image], recipe: Preprocessing, *, max_pixels: int,
                     max_batch: int, pool: Executor | None = None, device: torch.device | None = None,
-                    pin: bool = False) -> torch.Tensor:
+                    pin: bool = False, min_size: int = 1) -> torch.Tensor:
     """Decode and preprocess a request's images into one (N, C, H, W) float32 batch.
 
     pool: decode the images in it (else one after the other, here). device:
     decode the JPEGs there with torchvision (device_decode.py) and return the
     batch there; the other images go the OpenCV way and join them in one copy.
-    pin: assemble the host batch in pinned memory (CUDA models). Errors name
-    the offending image's index."""
+    pin: assemble the host batch in pinned memory (CUDA models). min_size:
+    the smallest H and W a preprocessed float image may have (the model's
+    LoadedModel.min_input_size). Errors name the offending image's index."""
     n = len(images)
     if n == 0:
         raise InvalidArgument("empty batch: send at least one image")
@@ -127,9 +183,9 @@ def images_to_batch(images: Sequence[pb.Image], recipe: Preprocessing, *, max_pi
         on_device = device_decode.decode_and_preprocess(jpegs, recipe, device, max_pixels)
     rest = [i for i in range(n) if i not in on_device]
     if pool is None or len(rest) < 2:
-        host = [_one_image(i, images[i], recipe, max_pixels) for i in rest]
+        host = [_one_image(i, images[i], recipe, max_pixels, min_size) for i in rest]
     else:
-        host = list(pool.map(lambda i: _one_image(i, images[i], recipe, max_pixels), rest))
+        host = list(pool.map(lambda i: _one_image(i, images[i], recipe, max_pixels, min_size), rest))
     shapes = {tuple(t.shape) for t in host} | {tuple(t.shape) for t in on_device.values()}
     if len(shapes) > 1:
         raise InvalidArgument(f"images of one request must preprocess to one shape; got {sorted(shapes)}")

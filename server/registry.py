@@ -23,6 +23,7 @@ from .batching import Batcher
 from .compiled import CompiledForward
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest
 from .imaging import Preprocessing
+from .input_size import min_input_size
 from .summary import Summary, summarize
 
 log = logging.getLogger("netscope.registry")
@@ -118,6 +119,7 @@ class LoadedModel:
     batcher: Batcher | None = None  # set when batching.max_batch_size > 1
     device_decode: bool = False  # JPEGs decoded (and preprocessed) on the model's device
     pin_memory: bool = True  # host batches in pinned memory, copied non-blocking (CUDA only)
+    min_input_size: int = 1  # smallest H = W it runs on (probed at load; input_size.py)
     compile: str = ""  # torch.compile mode of Predict's forward ("": eager)
     compiled: CompiledForward | None = None
     # Serialises work that must alter the module for a moment (e.g. Captum
@@ -403,6 +405,8 @@ class Registry:
             raise FailedPrecondition(
                 f"{loaded.source} does not run on {device} as {str(dtype).replace('torch.', '')}: {str(exc).splitlines()[0]}"
             ) from None
+        loaded.min_input_size = min_input_size(loaded.module, loaded.input_size, device, dtype,
+                                               torch.channels_last if channels_last else torch.contiguous_format)
 
     def _compile(self, loaded: LoadedModel, mode: str, buckets: tuple[int, ...]) -> None:
         """torch.compile Predict's forward and compile every bucket now, so the

@@ -99,7 +99,7 @@ def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
                                     max_queue=m.batching.max_queue),
         channels_last=m.channels_last, compile=m.compile,
         compile_batch_sizes=list(m.compiled.buckets) if m.compiled is not None else [],
-        device_decode=m.device_decode, pin_memory=m.pin_memory,
+        device_decode=m.device_decode, pin_memory=m.pin_memory, min_input_size=m.min_input_size,
     )
 
 
@@ -125,7 +125,8 @@ class InspectorService(pb_grpc.InspectorServicer):
         for them (decoded on its device, in pinned memory)."""
         return convert.images_to_batch(images, m.recipe, max_pixels=self.limits.max_pixels,
                                        max_batch=self.limits.max_batch, pool=self.decoder,
-                                       device=m.device if m.device_decode else None, pin=m.pinned)
+                                       device=m.device if m.device_decode else None, pin=m.pinned,
+                                       min_size=m.min_input_size)
 
     def close(self) -> None:
         if self.decoder is not None:

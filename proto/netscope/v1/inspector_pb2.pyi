@@ -233,7 +233,7 @@ class LayerInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., mult_adds: _Optional[int] = ..., cam_target: _Optional[bool] = ..., depth: _Optional[int] = ..., is_leaf: _Optional[bool] = ..., conv: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "arch", "source", "weights", "device", "dtype", "input_size", "preprocessing", "class_names", "num_parameters", "trainable_parameters", "flops", "layers", "pretrained", "note", "default_cam_layer", "mult_adds", "parameter_bytes", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory")
+    __slots__ = ("model", "arch", "source", "weights", "device", "dtype", "input_size", "preprocessing", "class_names", "num_parameters", "trainable_parameters", "flops", "layers", "pretrained", "note", "default_cam_layer", "mult_adds", "parameter_bytes", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory", "min_input_size")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +258,7 @@ class ModelInfo(_message.Message):
     COMPILE_BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_DECODE_FIELD_NUMBER: _ClassVar[int]
     PIN_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    MIN_INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     model: str
     arch: str
     source: str
@@ -282,7 +283,8 @@ class ModelInfo(_message.Message):
     compile_batch_sizes: _containers.RepeatedScalarFieldContainer[int]
     device_decode: bool
     pin_memory: bool
-    def __init__(self, model: _Optional[str] = ..., arch: _Optional[str] = ..., source: _Optional[str] = ..., weights: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., input_size: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., flops: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., pretrained: _Optional[bool] = ..., note: _Optional[str] = ..., default_cam_layer: _Optional[str] = ..., mult_adds: _Optional[int] = ..., parameter_bytes: _Optional[int] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ...) -> None: ...
+    min_input_size: int
+    def __init__(self, model: _Optional[str] = ..., arch: _Optional[str] = ..., source: _Optional[str] = ..., weights: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., input_size: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., flops: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., pretrained: _Optional[bool] = ..., note: _Optional[str] = ..., default_cam_layer: _Optional[str] = ..., mult_adds: _Optional[int] = ..., parameter_bytes: _Optional[int] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ..., min_input_size: _Optional[int] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model", "images", "top_k", "return_probabilities")
