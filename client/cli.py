@@ -60,6 +60,8 @@ def add_serve(sub) -> None:
     p.add_argument("--allow-download", action="store_true", default=None,
                    help="let LoadModel download pretrained weights that are not in the local torch cache")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this HTTP port")
+    p.add_argument("--grace", dest="grace_s", type=float, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT, let in-flight calls finish for this long, then cancel the rest (default 30)")
     p.add_argument("--decode-threads", type=int,
                    help="threads that decode and preprocess a request's images in parallel (1: serially; "
                         "default min(8, cores))")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -22,6 +24,9 @@ from .security import ConfigError, configure
 from .service import InspectorService, Limits
 
 log = logging.getLogger("netscope.server")
+
+STOP_SLACK_S = 3.0  # Server.stop returns at most this long after the grace period
+EXIT_SLACK_S = 5.0  # `serve` exits at most this long after Server.stop returned
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inspector"].full_name
 
@@ -147,23 +152,33 @@ class Server:
         return self
 
     def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING and new calls UNAVAILABLE at once; in-flight calls
+        drain for up to `grace` seconds (default config.grace_s), then gRPC
+        cancels what is left, and their torch work stops at its next check
+        point (server/cancel.py). Returns within grace + STOP_SLACK_S, joining
+        nothing unbounded."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        grace = self.config.grace_s if grace is None else grace
+        start = time.monotonic()
         self.health.enter_graceful_shutdown()
-        log.info("draining in-flight calls (up to %.0f s)", self.config.grace_s if grace is None else grace)
-        self.grpc.stop(self.config.grace_s if grace is None else grace).wait()
+        log.info("draining in-flight calls (up to %.3g s); new calls get UNAVAILABLE", grace)
+        if not self.grpc.stop(grace).wait(grace + STOP_SLACK_S):
+            log.warning("calls still running %.3g s after the grace period; stopping anyway", STOP_SLACK_S)
         self.service.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
-        log.info("stopped")
+        log.info("stopped in %.2f s", time.monotonic() - start)
 
     def wait(self) -> None:
         self.grpc.wait_for_termination()
 
 
-def serve(config: ServerConfig) -> int:
-    """Run until SIGTERM/SIGINT, then drain and return 0; 2 when it cannot start."""
+def serve(config: ServerConfig, exit_watchdog: bool = True) -> int:
+    """Run until SIGTERM/SIGINT, then drain and return 0; 2 when it cannot start.
+    Meant to be a process's last act: with `exit_watchdog`, should a thread
+    still hold the process EXIT_SLACK_S after the stop, it exits anyway."""
     try:
         server = Server(config)
     except ConfigError as exc:
@@ -186,4 +201,21 @@ def serve(config: ServerConfig) -> int:
     while not done.wait(0.5):
         pass
     server.stop()
+    if exit_watchdog:
+        _exit_soon(EXIT_SLACK_S)
     return 0
+
+def _exit_soon(seconds: float) -> None:
+    """Should anything still hold the interpreter `seconds` from now (a
+    non-daemon thread stuck in work with no check point), name it and exit
+    0 anyway: the server has stopped, and a stop must not take minutes."""
+
+    def watchdog():
+        time.sleep(seconds)
+        stuck = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon
+                 and t is not threading.main_thread()]
+        log.warning("exiting with threads still running: %s", ", ".join(stuck) or "none")
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watchdog, name="netscope-exit-watchdog", daemon=True).start()

@@ -12,7 +12,7 @@ import grpc
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from . import convert, explain, explain_batching, faithfulness, inspect, predict
+from . import cancel, convert, explain, explain_batching, faithfulness, inspect, predict
 from .errors import NetscopeError, status_of
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import Metrics
@@ -40,7 +40,7 @@ def rpc(method):
         start = time.perf_counter()
         model = getattr(request, "model", "")
         try:
-            response = method(self, request, context)
+            response = cancel.call(context, method, self, request, context, what=method.__name__)
         except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
