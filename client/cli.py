@@ -806,12 +806,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_error_details(exc: NetscopeError) -> None:
+    """What the status details add to the message: the request field at fault,
+    and the closest names when the message did not already list them."""
+    for field_name, _ in exc.field_violations:
+        print(f"  field: {field_name}", file=sys.stderr)
+    if exc.closest and "closest" not in exc.message:
+        print(f"  closest: {', '.join(exc.closest)}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except NetscopeError as exc:
         print(f"netscope {args.command}: {exc.code.name}: {exc.message}", file=sys.stderr)
+        print_error_details(exc)
         return 1
     except OSError as exc:
         print(f"netscope {args.command}: {exc}", file=sys.stderr)

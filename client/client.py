@@ -12,6 +12,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import grpc
 import numpy as np
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from netscope.v1 import inspector_pb2 as pb
@@ -44,12 +46,56 @@ _RETRY_CONFIG = json.dumps({
 
 
 class NetscopeError(Exception):
-    """A call failed: `code` is the grpc.StatusCode, `message` says why."""
+    """A call failed: `code` is the grpc.StatusCode, `message` says why.
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    What the server attached as google.rpc.Status details (in the trailers,
+    or in an ExplainStream item's error), decoded:
+    `reason`  the ErrorInfo reason, an UPPER_SNAKE_CASE word to switch on
+              (e.g. "NOT_FOUND", "STRING_TOO_LONG"); "" when none came;
+    `domain`  the ErrorInfo domain ("netscope.dev");
+    `metadata` the ErrorInfo metadata, str -> str (e.g. {"closest": "r18,r50"},
+              {"limit": "256"}); `closest` splits its names into a list;
+    `field_violations` BadRequest's (field, description) pairs, e.g.
+              [("options.steps", "...")];
+    `details` the raw google.rpc.status_pb2.Status, or None."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: Any = None):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.details = details
+        self.reason, self.domain, self.metadata = "", "", {}
+        self.field_violations: list[tuple[str, str]] = []
+        for any_ in getattr(details, "details", ()):
+            if any_.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                any_.Unpack(info)
+                self.reason, self.domain, self.metadata = info.reason, info.domain, dict(info.metadata)
+            elif any_.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                any_.Unpack(bad)
+                self.field_violations += [(v.field, v.description) for v in bad.field_violations]
+
+    @property
+    def closest(self) -> list[str]:
+        """The names the server found closest to an unknown one (model, layer,
+        checkpoint, architecture, label, method), best first."""
+        return [n for n in self.metadata.get("closest", "").split(",") if n]
+
+    @classmethod
+    def from_rpc_error(cls, err: grpc.RpcError) -> "NetscopeError":
+        """From a failed call, with the google.rpc.Status from its trailers."""
+        try:
+            details = rpc_status.from_call(err)
+        except (ValueError, AttributeError):  # a status that disagrees with its details, or no call
+            details = None
+        return cls(err.code(), err.details() or "", details)
+
+    @classmethod
+    def from_item_error(cls, error: "pb.ItemError") -> "NetscopeError":
+        """From an ExplainStream item's error."""
+        code = next((c for c in grpc.StatusCode if c.value[0] == error.code), grpc.StatusCode.UNKNOWN)
+        return cls(code, error.message, error.status if error.HasField("status") else None)
 
 
 # ---------------------------------------------------------------- tensors and images
@@ -339,7 +385,7 @@ class Client:
         try:
             return getattr(self.stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
-            raise NetscopeError(err.code(), err.details() or "") from None
+            raise NetscopeError.from_rpc_error(err) from None
 
     # ------------------------------------------------------------ health
 
@@ -348,7 +394,7 @@ class Client:
         try:
             resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         except grpc.RpcError as err:
-            raise NetscopeError(err.code(), err.details() or "") from None
+            raise NetscopeError.from_rpc_error(err) from None
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -535,13 +581,12 @@ class Client:
             for resp in self.stub.ExplainStream(requests(), timeout=timeout or self.timeout):
                 slots.release()
                 if resp.HasField("error"):
-                    code = next((c for c in grpc.StatusCode if c.value[0] == resp.error.code), grpc.StatusCode.UNKNOWN)
-                    yield StreamResult(resp.id, error=NetscopeError(code, resp.error.message))
+                    yield StreamResult(resp.id, error=NetscopeError.from_item_error(resp.error))
                 else:
                     yield StreamResult(resp.id, classes=_explanations(resp.response)[0],
                                        timing=Timing.from_proto(resp.response.timing))
         except grpc.RpcError as err:
-            raise NetscopeError(err.code(), err.details() or "") from None
+            raise NetscopeError.from_rpc_error(err) from None
 
 
 @dataclass

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from . import torch_thread
-from .errors import FailedPrecondition, InvalidArgument, first_line
+from .errors import FailedPrecondition, InvalidArgument, first_line, shown
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_BUCKETS = 8  # each bucket is one Dynamo graph; torch recompiles at most 8 times per frame by default
@@ -47,12 +47,12 @@ BACKEND_ENV = "NETSCOPE_COMPILE_BACKEND"
 def check_mode(mode: str) -> str:
     """The compile mode ("" when off), or InvalidArgument naming the choices."""
     if mode is not None and not isinstance(mode, str):
-        raise InvalidArgument(f"compile must be a mode name such as default or reduce-overhead; got {mode!r}")
+        raise InvalidArgument(f"compile must be a mode name such as default or reduce-overhead; got {shown(mode)}", field="compile")
     mode = (mode or "").strip().lower()
     if mode in ("", "none", "off"):
         return ""
     if mode not in MODES:
-        raise InvalidArgument(f"unknown compile mode {mode!r}; use one of {', '.join(MODES)} (or leave it empty: eager)")
+        raise InvalidArgument(f"unknown compile mode {shown(mode)}; use one of {', '.join(MODES)} (or leave it empty: eager)")
     return mode
 
 
@@ -60,7 +60,7 @@ def buckets_for(mode: str, sizes: Sequence[int], max_batch_size: int) -> tuple[i
     """The batch sizes to compile for: the ones asked for, else 1 and the
     model's dynamic batch size."""
     if isinstance(sizes, (str, bytes)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
-        raise InvalidArgument(f"compile_batch_sizes must be a list of whole numbers; got {sizes!r}")
+        raise InvalidArgument(f"compile_batch_sizes must be a list of whole numbers; got {shown(sizes)}", field="compile_batch_sizes")
     sizes = list(sizes)
     if sizes and not mode:
         raise InvalidArgument("compile_batch_sizes given without compile: set a compile mode, e.g. default")

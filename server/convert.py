@@ -16,7 +16,7 @@ import torch
 from netscope.v1 import inspector_pb2 as pb
 
 from . import device_decode, imaging, transfer
-from .errors import InvalidArgument, ResourceExhausted, closest
+from .errors import InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
 from .imaging import Preprocessing
 from .inspect import DEFAULT_MAX_TILES, GridSpec
 
@@ -234,8 +234,9 @@ def target_class(target: pb.Target, class_names: Sequence[str]) -> int | None:
         try:
             return list(class_names).index(target.label)
         except ValueError:
-            raise InvalidArgument(f"target label {target.label!r} is not one of the model's classes"
-                                  f"{closest(target.label, class_names)}") from None
+            raise InvalidArgument(f"target label {shown(target.label)} is not one of the model's classes"
+                                  f"{closest(target.label, class_names)}", reason="LABEL_NOT_FOUND", field="target.label",
+                                  metadata=closest_metadata(target.label, class_names)) from None
     return None
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from . import attributions, cams, torch_thread
 from .maps import first_component, normalize, upsample  # noqa: F401 (part of this module's interface)
-from .errors import InvalidArgument, closest
+from .errors import InvalidArgument, closest, closest_metadata, shown
 from .hooks import find_layer
 
 # ---------------------------------------------------------------- methods
@@ -339,13 +339,15 @@ class Targets:
     def _index_of(self, label: str) -> int:
         names = self.class_names
         if names is None:
-            raise InvalidArgument(f"target label {label!r}: this model has no class names; give a class index")
+            raise InvalidArgument(f"target label {shown(label)}: this model has no class names; give a class index")
         if label in names:
             return names.index(label)
         lowered = [n.lower() for n in names]
         if label.lower() in lowered:
             return lowered.index(label.lower())
-        raise InvalidArgument(f"no class labelled {label!r}{closest(label, names)}; give a label from the model's class_names or an index")
+        raise InvalidArgument(f"no class labelled {shown(label)}{closest(label, names)}; give a label from the model's "
+                              "class_names or an index", reason="LABEL_NOT_FOUND", field="target.label",
+                              metadata=closest_metadata(label, names))
 
     def pick(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, k) long tensor of target classes on the logits' device."""
@@ -400,13 +402,13 @@ def check_options(method: str, opts: Options, x: torch.Tensor) -> Options:
     if opts.stride is not None and opts.stride > min(h, w):
         raise InvalidArgument(f"stride {opts.stride} is larger than the {h}x{w} input; use at most {min(h, w)}")
     if opts.baseline and opts.baseline not in BASELINES:
-        raise InvalidArgument(f"unknown baseline {opts.baseline!r}; choose one of {', '.join(BASELINES)}")
+        raise InvalidArgument(f"unknown baseline {shown(opts.baseline)}; choose one of {', '.join(BASELINES)}")
     if opts.kpca_kernel and opts.kpca_kernel not in cams.KPCA_KERNELS:
-        raise InvalidArgument(f"unknown kpca_kernel {opts.kpca_kernel!r}; choose one of {', '.join(cams.KPCA_KERNELS)}")
+        raise InvalidArgument(f"unknown kpca_kernel {shown(opts.kpca_kernel)}; choose one of {', '.join(cams.KPCA_KERNELS)}")
     if opts.kpca_gamma is not None and not (math.isfinite(opts.kpca_gamma) and opts.kpca_gamma > 0):
         raise InvalidArgument(f"kpca_gamma must be a finite number > 0 (default 1 / channels); got {opts.kpca_gamma}")
     if opts.noise_tunnel and opts.noise_tunnel not in NOISE_TUNNELS:
-        raise InvalidArgument(f"unknown noise_tunnel {opts.noise_tunnel!r}; choose one of {', '.join(NOISE_TUNNELS)}")
+        raise InvalidArgument(f"unknown noise_tunnel {shown(opts.noise_tunnel)}; choose one of {', '.join(NOISE_TUNNELS)}")
     family = METHODS[method].family
     if family == "cam" and opts.noise_tunnel:
         raise InvalidArgument(f"noise_tunnel smooths the Captum attribution methods; for {method} use aug_smooth, "
@@ -435,7 +437,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, *, 
     """
     method = (method or DEFAULT_METHOD).lower()
     if method not in METHODS:
-        raise InvalidArgument(f"unknown method {method!r}{closest(method, METHODS)}; choose one of {', '.join(METHODS)}")
+        raise InvalidArgument(f"unknown method {shown(method)}{closest(method, METHODS)}; choose one of {', '.join(METHODS)}",
+                              reason="METHOD_NOT_FOUND", field="method", metadata=closest_metadata(method, METHODS))
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
         raise InvalidArgument(f"explain takes a preprocessed float (N, C, H, W) batch; got "
                               f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")

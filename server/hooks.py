@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from .errors import FailedPrecondition, NotFound, closest
+from .errors import FailedPrecondition, NotFound, closest, closest_metadata, shown
 
 _active: contextvars.ContextVar["Capture | None"] = contextvars.ContextVar("netscope_capture", default=None)
 _replacing: contextvars.ContextVar["object | None"] = contextvars.ContextVar("netscope_replace", default=None)
@@ -43,7 +43,9 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     """The module named `name` (qualified, from named_modules()), or NOT_FOUND with the closest names."""
     modules = dict(model.named_modules())
     if name not in modules or name == "":
-        raise NotFound(f"layer {name!r} not found{closest(name, [n for n in modules if n])}")
+        names = [n for n in modules if n]
+        raise NotFound(f"layer {shown(name)} not found{closest(name, names)}", reason="LAYER_NOT_FOUND",
+                       metadata=closest_metadata(name, names))
     return modules[name]
 
 

@@ -7,6 +7,8 @@ checkpoint inside the model store. Checkpoints are read with
 """
 from __future__ import annotations
 
+import gc
+import hashlib
 import logging
 import os
 import threading
@@ -21,7 +23,8 @@ from torch import nn
 from . import compiled, torch_thread, transfer
 from .batching import Batcher
 from .compiled import CompiledForward
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest
+from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest, closest_metadata,
+                     shown)
 from .imaging import Preprocessing
 from .input_size import min_input_size
 from .summary import Summary, summarize
@@ -35,6 +38,10 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 INIT_SEED = 0
 MAX_BATCH_SIZE = 1024
 MAX_DELAY_MS = 10_000.0
+# ImageNet-21k has 21,841 classes; a head this wide is already 100k rows.
+MAX_NUM_CLASSES = 100_000
+MAX_LISTED_CHECKPOINTS = 10_000  # ListModels stays a bounded answer on a crowded store
+SHOWN_KEYS = 3  # of each kind of state_dict mismatch, named in the message
 
 
 def torchvision_architectures() -> list[str]:
@@ -50,7 +57,19 @@ def our_architectures() -> list[str]:
 
 
 def build_architecture(arch: str, num_classes: int, **arch_kwargs) -> nn.Module:
-    """An untrained model of `arch`, seeded so it is the same every time."""
+    """An untrained model of `arch`, seeded so it is the same every time.
+    Raises NotFound for an unknown arch, InvalidArgument for a class count out of
+    1..MAX_NUM_CLASSES or keyword arguments the architecture does not take."""
+    check_num_classes(num_classes)
+    try:
+        return _build_architecture(arch, num_classes, **arch_kwargs)
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an arch_kwargs key it does not know
+        raise InvalidArgument(f"cannot build {shown(arch)} with {num_classes} classes"
+                              f"{' and ' + shown(sorted(arch_kwargs)) if arch_kwargs else ''}: {str(exc).splitlines()[0][:200]}",
+                              reason="ARCHITECTURE_ARGUMENTS", field="arch") from None
+
+
+def _build_architecture(arch: str, num_classes: int, **arch_kwargs) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
         if arch in our_architectures():
@@ -58,12 +77,22 @@ def build_architecture(arch: str, num_classes: int, **arch_kwargs) -> nn.Module:
 
             return build_model(arch, num_classes, **arch_kwargs)
         if arch not in torchvision_architectures():
-            raise NotFound(f"unknown architecture {arch!r}{closest(arch, torchvision_architectures() + our_architectures())}")
+            known = torchvision_architectures() + our_architectures()
+            raise NotFound(f"unknown architecture {shown(arch)}{closest(arch, known)}", reason="ARCHITECTURE_NOT_FOUND",
+                           field="arch", metadata=closest_metadata(arch, known))
         kwargs = dict(arch_kwargs)
         if arch in ("inception_v3", "googlenet"):
             kwargs.setdefault("init_weights", True)
             kwargs.setdefault("aux_logits", False)
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+
+
+def check_num_classes(n: int, field: str = "num_classes") -> int:
+    """A class count a head can be built with: 1..MAX_NUM_CLASSES, else InvalidArgument."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NUM_CLASSES:
+        raise InvalidArgument(f"{field} must be 1..{MAX_NUM_CLASSES}; got {shown(n)}", reason="NUM_CLASSES_OUT_OF_RANGE",
+                              field=field, metadata={"min": "1", "max": str(MAX_NUM_CLASSES)})
+    return n
 
 
 def resolve_device(name: str) -> torch.device:
@@ -237,9 +266,11 @@ class Registry:
             names = list(self._models)
         if model is None:
             if not model_id:
-                raise InvalidArgument("no model named: set `model` to one of " + (", ".join(names) or "(none loaded)"))
+                raise InvalidArgument("no model named: set `model` to one of " + (", ".join(names) or "(none loaded)"),
+                                      reason="MODEL_MISSING", field="model", metadata={"loaded": ",".join(names)})
             hint = closest(model_id, names) or ("; loaded: " + ", ".join(names) if names else "; no models are loaded")
-            raise NotFound(f"model {model_id!r} is not loaded{hint}")
+            raise NotFound(f"model {shown(model_id)} is not loaded{hint}", reason="MODEL_NOT_FOUND", field="model",
+                           metadata=closest_metadata(model_id, names))
         return model
 
     def list(self) -> list[LoadedModel]:
@@ -247,9 +278,28 @@ class Registry:
             return list(self._models.values())
 
     def checkpoints(self) -> list[str]:
-        if not self.store.is_dir():
+        """Names (relative to the store) of the checkpoints a LoadModel could read:
+        regular files inside the store, symlinks included only when they resolve
+        inside it, whose first bytes are torch.save's (a zip archive holding a
+        data.pkl, or the legacy pickle format). The check reads a file's header
+        and zip directory, not its tensors, and is remembered by (size, mtime):
+        a ListModels costs a stat per file, not a torch.load per file."""
+        root = self.store.resolve()
+        if not root.is_dir():
             return []
-        return sorted(str(p.relative_to(self.store)) for p in self.store.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+        names = []
+        for folder, dirs, files in os.walk(root):  # followlinks=False: a linked folder is not walked
+            dirs.sort()
+            for file in sorted(files):
+                if not file.endswith(CHECKPOINT_SUFFIXES):
+                    continue
+                path = Path(folder) / file
+                real = path.resolve()
+                if root in real.parents and real.is_file() and looks_like_checkpoint(real):
+                    names.append(str(path.relative_to(root)))
+                    if len(names) >= MAX_LISTED_CHECKPOINTS:
+                        return sorted(names)
+        return sorted(names)
 
     # ------------------------------------------------------------ load / unload
 
@@ -260,9 +310,13 @@ class Registry:
         """Build, place and warm up a model. The fast-path pieces (channels-last,
         compile, device decode, pinned memory) are each on or off per model."""
         if not model_id or not all(c.isalnum() or c in "-_." for c in model_id):
-            raise InvalidArgument(f"model id {model_id!r} must be non-empty letters, digits, '-', '_' or '.'")
+            raise InvalidArgument(f"model id {shown(model_id)} must be non-empty letters, digits, '-', '_' or '.'",
+                                  reason="INVALID_MODEL_ID", field="model")
         if not source:
-            raise InvalidArgument("no source: name a torchvision architecture or a checkpoint in the model store")
+            raise InvalidArgument("no source: name a torchvision architecture or a checkpoint in the model store",
+                                  reason="SOURCE_MISSING", field="source")
+        if num_classes:
+            check_num_classes(num_classes)
         dev = resolve_device(device or self.default_device)
         dt = resolve_dtype(dtype or self.default_dtype)
         batching = check_batching(batching or Batching())
@@ -270,12 +324,14 @@ class Registry:
         buckets = compiled.buckets_for(mode, compile_batch_sizes, batching.max_batch_size)
         with self._lock:
             if model_id in self._models or model_id in self._loading:
-                raise AlreadyExists(f"a model with id {model_id!r} is already loaded; unload it first or choose another id")
+                raise AlreadyExists(f"a model with id {shown(model_id)} is already loaded; unload it first or choose another id",
+                                    reason="MODEL_EXISTS", field="model")
             self._loading.add(model_id)
         try:
             def build_and_warm_up() -> LoadedModel:
                 model = self._build(model_id, source, weights, arch, num_classes)
                 self._place(model, dev, dt, channels_last)
+                prove_finite(model)
                 if mode:
                     self._compile(model, mode, buckets)
                 return model
@@ -303,6 +359,10 @@ class Registry:
             self._models.pop(model_id, None)
         model.close()
         del model
+        # Nothing else holds the module once the torch thread drops its last
+        # work (torch_thread._Line._loop); collect now so that weights caught in
+        # a reference cycle (a traceback, a hook's closure) go at once too.
+        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         log.info("unloaded %s", model_id)
@@ -325,10 +385,19 @@ class Registry:
         enum = self._weights_enum(arch, name)
         path = weights_cache_path(enum)
         if not path.exists() and not self.allow_download:
+            log.warning("weights %s:%s not in the local cache: looked for %s", arch, enum.name, path)
             raise FailedPrecondition(
-                f"weights {arch}:{enum.name} are not available offline: looked for {path}. "
-                f"Put the file there, or start the server with --allow-download")
-        state = enum.get_state_dict(progress=False, check_hash=False)
+                f"weights {arch}:{enum.name} are not available offline: {path.name} is not in the server's "
+                f"torch hub cache (hub/checkpoints under TORCH_HOME). Put the file there, or start the server "
+                f"with --allow-download", reason="WEIGHTS_NOT_CACHED", field="weights", metadata={"file": path.name})
+        if path.exists():
+            verify_weights_file(path, f"{arch}:{enum.name}")
+        try:  # a download is checked against the published hash before it is kept
+            state = enum.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:  # noqa: BLE001 - no network, a bad download, an unreadable file
+            raise FailedPrecondition(f"weights {arch}:{enum.name} could not be obtained: "
+                                     f"{self.private(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}",
+                                     reason="WEIGHTS_UNAVAILABLE", field="weights") from None
         categories = list(enum.meta.get("categories") or [])
         module = build_architecture(arch, len(categories) or 1000)
         module.load_state_dict(state)
@@ -339,54 +408,78 @@ class Registry:
         try:
             enum_cls = torchvision.models.get_model_weights(arch)
         except (ValueError, KeyError):
-            raise FailedPrecondition(f"{arch} has no pretrained weights in torchvision") from None
+            raise FailedPrecondition(f"{arch} has no pretrained weights in torchvision", reason="NO_WEIGHTS",
+                                     field="weights") from None
         if name.upper() == "DEFAULT":
             return enum_cls.DEFAULT
         short = name.split(".")[-1]
         if short not in enum_cls.__members__:
-            raise NotFound(f"{arch} has no weights {name!r}; choose DEFAULT, none or one of {', '.join(enum_cls.__members__)}")
+            raise NotFound(f"{arch} has no weights {shown(name)}; choose DEFAULT, none or one of "
+                           f"{', '.join(enum_cls.__members__)}", reason="WEIGHTS_NOT_FOUND", field="weights",
+                           metadata=closest_metadata(short, list(enum_cls.__members__)))
         return enum_cls[short]
 
     def checkpoint_path(self, name: str) -> Path:
         """The file a checkpoint name means, refusing names that leave the store."""
         if not name or os.path.isabs(name) or name.startswith("~") or ".." in Path(name).parts or "\\" in name:
-            raise InvalidArgument(f"checkpoint name {name!r} must be a relative path inside the model store, without '..'")
+            raise InvalidArgument(f"checkpoint name {shown(name)} must be a relative path inside the model store, "
+                                  "without '..'", reason="CHECKPOINT_NAME", field="source")
         root = self.store.resolve()
         candidates = [root / name] + [root / (name + s) for s in CHECKPOINT_SUFFIXES if not name.endswith(s)]
         for path in candidates:
             real = path.resolve()
             if real.is_file():
                 if root not in real.parents:
-                    raise InvalidArgument(f"checkpoint {name!r} resolves outside the model store")
+                    raise InvalidArgument(f"checkpoint {shown(name)} resolves outside the model store",
+                                          reason="CHECKPOINT_OUTSIDE_STORE", field="source")
                 return real
         available = self.checkpoints()
-        hint = closest(name, available) or ("; the store holds: " + ", ".join(available) if available else f"; the store {root} holds no checkpoints")
-        raise NotFound(f"{name!r} is neither an architecture nor a checkpoint in the model store{hint}")
+        known = available + torchvision_architectures() + our_architectures()
+        hint = closest(name, known) or ("; the store holds: " + ", ".join(available[:20]) if available
+                                        else "; the model store holds no checkpoints")
+        raise NotFound(f"{shown(name)} is neither an architecture nor a checkpoint in the model store{hint}",
+                       reason="SOURCE_NOT_FOUND", field="source", metadata=closest_metadata(name, known))
+
+    def private(self, text: str) -> str:
+        """`text` with the store's absolute path cut to "<store>": a message may
+        name a file by its place in the store, never by the server's paths."""
+        for root in {str(self.store.resolve()), str(self.store.absolute())}:
+            text = text.replace(root + os.sep, "").replace(root, "<store>")
+        return text
 
     def _from_checkpoint(self, model_id: str, name: str, arch: str, num_classes: int) -> LoadedModel:
         path = self.checkpoint_path(name)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle errors, truncated files, non-tensor payloads
-            raise InvalidArgument(f"checkpoint {name!r} could not be read safely: {str(exc).splitlines()[0]}") from None
+            text = self.private(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
+            raise InvalidArgument(f"checkpoint {shown(name)} could not be read safely: {text}",
+                                  reason="CHECKPOINT_UNREADABLE", field="source") from None
         if isinstance(obj, dict) and "model_state_dict" in obj and "arch" in obj:
             return self._from_netscope_checkpoint(model_id, name, obj)
         if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             if not arch:
-                raise InvalidArgument(f"{name!r} is a plain state_dict: give its architecture (arch) and num_classes")
+                raise InvalidArgument(f"{shown(name)} is a plain state_dict: give its architecture (arch) and num_classes",
+                                      reason="ARCHITECTURE_MISSING", field="arch")
             n = num_classes or _infer_num_classes(obj) or 1000
             module = build_architecture(arch, n)
             _load_state(module, obj, name)
             return LoadedModel(model_id, arch, name, "checkpoint", module, torch.device("cpu"), torch.float32,
                                default_recipe(arch), imagenet_labels(n), pretrained=True)
-        raise InvalidArgument(f"{name!r} is neither a netscope checkpoint nor a state_dict of tensors")
+        raise InvalidArgument(f"{shown(name)} is neither a netscope checkpoint nor a state_dict of tensors",
+                              reason="NOT_A_CHECKPOINT", field="source")
 
     def _from_netscope_checkpoint(self, model_id: str, name: str, ckpt: dict) -> LoadedModel:
         arch = str(ckpt["arch"])
-        n = int(ckpt.get("num_classes") or len(ckpt.get("class_names") or []) or 0)
+        try:
+            n = int(ckpt.get("num_classes") or len(ckpt.get("class_names") or []) or 0)
+            arch_kwargs = dict(ckpt.get("arch_kwargs") or {})
+        except (TypeError, ValueError):
+            n, arch_kwargs = 0, {}
         if n <= 0:
-            raise InvalidArgument(f"checkpoint {name!r} records no class count")
-        module = build_architecture(arch, n, **dict(ckpt.get("arch_kwargs") or {}))
+            raise InvalidArgument(f"checkpoint {shown(name)} records no class count", reason="CHECKPOINT_NO_CLASSES",
+                                  field="source")
+        module = build_architecture(arch, n, **arch_kwargs)
         _load_state(module, ckpt["model_state_dict"], name)
         names = [str(c) for c in (ckpt.get("class_names") or [])] or [str(i) for i in range(n)]
         recipe = Preprocessing.from_dict(ckpt["preprocessing"]) if ckpt.get("preprocessing") else default_recipe(arch)
@@ -435,11 +528,141 @@ def check_batching(b: Batching) -> Batching:
     return Batching(max(1, b.max_batch_size), b.max_delay_ms, b.max_queue)
 
 
-def _load_state(module: nn.Module, state: dict, name: str) -> None:
+def _load_state(module: nn.Module, state, name: str) -> None:
+    """Load `state` into `module`, or InvalidArgument naming the first few keys
+    that are missing, unexpected or of the wrong shape (with both shapes)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidArgument(f"checkpoint {shown(name)}: its state_dict is not a dict of tensors",
+                              reason="NOT_A_CHECKPOINT", field="source")
+    problems = state_dict_mismatch(module.state_dict(), state)
+    if problems:
+        raise InvalidArgument(f"checkpoint {shown(name)} does not fit its architecture "
+                              f"({type(module).__name__}): {problems}", reason="CHECKPOINT_MISMATCH", field="source")
     try:
         module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InvalidArgument(f"checkpoint {name!r} does not fit its architecture: {str(exc).splitlines()[0]}") from None
+    except RuntimeError as exc:  # what the comparison above does not see
+        raise InvalidArgument(f"checkpoint {shown(name)} does not fit its architecture: {str(exc).splitlines()[0][:300]}",
+                              reason="CHECKPOINT_MISMATCH", field="source") from None
+
+
+def state_dict_mismatch(expected: dict, got: dict) -> str:
+    """Why `got` does not load into a module whose state_dict is `expected`:
+    up to SHOWN_KEYS missing, unexpected and mis-sized keys with their shapes,
+    with counts; "" when every key and shape agrees."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    missized = [k for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k].shape)]
+
+    def listed(keys, fmt) -> str:
+        more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+        return ", ".join(fmt(k) for k in keys[:SHOWN_KEYS]) + more
+
+    def shape(t) -> str:
+        return "(" + ", ".join(map(str, t.shape)) + ")"
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: " + listed(missing, lambda k: f"{shown(k, 48)} {shape(expected[k])}"))
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: " + listed(unexpected, lambda k: f"{shown(k, 48)} {shape(got[k])}"))
+    if missized:
+        parts.append(f"{len(missized)} of the wrong shape: " + listed(
+            missized, lambda k: f"{shown(k, 48)} {shape(got[k])} where the model has {shape(expected[k])}"))
+    if unexpected and all(k.startswith("module.") for k in unexpected):
+        parts.append("the keys start with 'module.' (saved from DataParallel?): strip that prefix")
+    return "; ".join(parts)
+
+
+def prove_finite(loaded: LoadedModel) -> None:
+    """A warm-up forward on a fixed random input must give finite logits, or
+    the model is not served (FailedPrecondition naming the first parameter or
+    buffer that is not finite, if one is): a checkpoint of NaN weights would
+    otherwise answer every Predict with NaN probabilities as OK."""
+    gen = torch.Generator().manual_seed(INIT_SEED)
+    x = torch.randn((1, *loaded.input_size), generator=gen)
+    with torch.inference_mode():
+        logits = loaded.forward(x)
+        if bool(torch.isfinite(logits).all()):
+            return
+        bad = next((n for n, t in [*loaded.module.named_parameters(), *loaded.module.named_buffers()]
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), "")
+    dtype = str(loaded.dtype).replace("torch.", "")
+    why = (f"its {shown(bad, 48)} holds NaN or infinite values" if bad
+           else f"its logits overflow as {dtype}" + ("; load it as float32" if dtype != "float32" else ""))
+    raise FailedPrecondition(f"{shown(loaded.source)} gives non-finite logits on a warm-up input: {why}",
+                             reason="NON_FINITE_MODEL", field="source", metadata={"parameter": bad} if bad else {})
+
+
+def looks_like_checkpoint(path: Path) -> bool:
+    """Whether `path` starts like a torch.save file (zip with a data.pkl, or the
+    legacy pickle format), remembered by (size, mtime) so a listing is cheap."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    verdict = _CHECKPOINT_LOOKS.get(key)
+    if verdict is None:
+        verdict = _torch_save_header(path)
+        if len(_CHECKPOINT_LOOKS) > 4 * MAX_LISTED_CHECKPOINTS:
+            _CHECKPOINT_LOOKS.clear()
+        _CHECKPOINT_LOOKS[key] = verdict
+    return verdict
+
+
+_CHECKPOINT_LOOKS: dict[tuple, bool] = {}
+
+
+# pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2): how a legacy torch.save file starts
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def _torch_save_header(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04":  # torch.save's zip format: one record is <archive>/data.pkl
+            with zipfile.ZipFile(path) as z:
+                return any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist())
+        if head[:2] == b"\x80\x02":  # legacy format: torch's magic number, pickled first
+            with open(path, "rb") as f:
+                return f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
+        return False
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+_VERIFIED_WEIGHTS: dict[tuple, bool] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def verify_weights_file(path: Path, what: str) -> None:
+    """A cached torchvision weights file must match the sha256 prefix its name
+    carries (torch.hub's convention, "resnet18-f37072fd.pth"), or
+    FailedPrecondition: a truncated or altered file is not served. Hashed once
+    per (size, mtime) in this process."""
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if not match or not match.group(1):
+        return
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _VERIFIED_LOCK:
+        if _VERIFIED_WEIGHTS.get(key):
+            return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(match.group(1)):
+        log.warning("weights %s: %s does not match its published sha256 prefix %s", what, path, match.group(1))
+        raise FailedPrecondition(
+            f"weights {what}: the cached file {path.name} does not match its published sha256 ({match.group(1)}...); "
+            "it is truncated or altered: delete it and download it again (--allow-download)",
+            reason="WEIGHTS_HASH_MISMATCH", field="weights", metadata={"file": path.name, "sha256_prefix": match.group(1)})
+    with _VERIFIED_LOCK:
+        _VERIFIED_WEIGHTS[key] = True
 
 
 def _infer_num_classes(state: dict) -> int:

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_status import rpc_status
 
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
 from . import cancel, convert, explain, explain_batching, faithfulness, inspect, predict
-from .errors import NetscopeError, status_of
+from .errors import NetscopeError, code_of, rich_status
+from .string_caps import check_strings
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import Metrics
 from .stream import ExplainStream, spec_key
@@ -40,13 +42,15 @@ def rpc(method):
         start = time.perf_counter()
         model = getattr(request, "model", "")
         try:
+            check_strings(request)  # every string field capped, before any work
             response = cancel.call(context, method, self, request, context, what=method.__name__)
         except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
-            code, message = status_of(exc)
+            status = rich_status(exc)  # code, message and google.rpc details, for the trailers
+            code = code_of(status.code)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.__name__)
             self.metrics.observe(method.__name__, model, code.name, time.perf_counter() - start)
-            context.abort(code, message)
+            context.abort_with_status(rpc_status.to_status(status))
         timing = response.timing if hasattr(response, "timing") else None
         images = len(getattr(request, "images", ()))
         self.metrics.observe(method.__name__, model, "OK", time.perf_counter() - start, timing, images)
@@ -262,6 +266,7 @@ class InspectorService(pb_grpc.InspectorServicer):
 
     def prepare_explanation(self, request: pb.ExplainRequest) -> "Explaining":
         """Decode and preprocess (CPU)."""
+        check_strings(request)  # ExplainStream's items pass no rpc wrapper
         m = self.registry.get(request.model)
         clock = Clock()
         x = self.batch(m, request.images)

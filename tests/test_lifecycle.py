@@ -159,15 +159,26 @@ def test_default_weights_offline_are_failed_precondition(client, monkeypatch, tm
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     err = expect(grpc.StatusCode.FAILED_PRECONDITION, lambda: client.load_model("x", "resnet18", weights="DEFAULT"),
                  "not available offline")
-    assert "resnet18-f37072fd.pth" in err.message and str(tmp_path) in err.message
+    # the file's name, never the server's paths
+    assert "resnet18-f37072fd.pth" in err.message and str(tmp_path) not in err.message
 
 
 def test_default_weights_load_from_the_local_cache(client, monkeypatch, tmp_path, photos):
-    """The real weights path, offline: a file where torch.hub caches it."""
+    """The real weights path, offline: a file where torch.hub caches it. The
+    server checks a cached file against the sha256 prefix in its name, so the
+    test points torchvision's published URL at its own file's hash."""
+    import hashlib
+    import io
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     model = torchvision.models.resnet18().eval()
-    torch.save(model.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()[:8]
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url",
+                        f"https://download.pytorch.org/models/resnet18-{digest}.pth")
+    (tmp_path / "hub" / "checkpoints" / f"resnet18-{digest}.pth").write_bytes(buf.getvalue())
     info = client.load_model("cached", "resnet18", weights="DEFAULT")
     try:
         assert info.pretrained and info.weights == "IMAGENET1K_V1" and info.note == ""

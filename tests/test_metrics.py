@@ -37,7 +37,7 @@ def test_requests_failures_latency_and_batches_are_counted(store, photos):
             c.feature_maps("sq", photos["chelsea"], "features.0")
         m = scrape(port)
         assert m['netscope_request_total{code="OK",model="sq",rpc="Predict"}'] == 3
-        assert m['netscope_request_total{code="NOT_FOUND",model="nope",rpc="Predict"}'] == 1
+        assert m['netscope_request_total{code="NOT_FOUND",model="_unknown",rpc="Predict"}'] == 1  # no such model
         assert m['netscope_inference_count_total{model="sq",rpc="Predict"}'] == 6
         assert m['netscope_request_duration_seconds_count{model="sq",rpc="Predict"}'] == 3
         assert m['netscope_phase_duration_seconds_sum{model="sq",phase="compute",rpc="Predict"}'] > 0
@@ -87,5 +87,45 @@ def test_gpu_memory_in_use_is_exported(store):
                               store=str(store), workers=2, metrics_port=port)).start()
     try:
         assert scrape(port)['netscope_gpu_memory_used_bytes{device="cuda:0"}'] > 1e6  # squeezenet's weights
+    finally:
+        srv.stop(grace=0)
+
+
+def test_model_label_is_bounded_by_the_loaded_models(store, photos):
+    """Made-up ids all count as one `_unknown` model; an unloaded model's
+    series go; build info is exported."""
+    port = free_port()
+    srv = Server(ServerConfig(address="127.0.0.1:0", models=[ModelSpec("sq", "squeezenet1_1")], store=str(store),
+                              device="cpu", workers=4, metrics_port=port)).start()
+    try:
+        with Client(srv.address, timeout=60) as c:
+            c.predict("sq", photos["chelsea"])
+            with pytest.raises(NetscopeError):
+                c.predict("bogus-0", photos["chelsea"])
+            before = scrape(port)
+            for i in range(40):
+                with pytest.raises(NetscopeError):
+                    c.predict(f"bogus-{i}-{'x' * i}", photos["chelsea"])
+            with pytest.raises(NetscopeError):
+                c.predict("y" * 100_000, photos["chelsea"])
+            after = scrape(port)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+            assert set(after) - set(before) == {'netscope_request_total{code="INVALID_ARGUMENT",model="_unknown",rpc="Predict"}',
+                                                'netscope_request_created{code="INVALID_ARGUMENT",model="_unknown",rpc="Predict"}'}
+            assert len(text) < 64_000 and b"bogus" not in text and b"yyyy" not in text
+            assert after['netscope_request_total{code="NOT_FOUND",model="_unknown",rpc="Predict"}'] == 41
+
+            c.load_model("sq2", "squeezenet1_1")
+            c.predict("sq2", photos["chelsea"])
+            assert scrape(port)['netscope_request_total{code="OK",model="sq2",rpc="Predict"}'] == 1
+            c.unload_model("sq2")
+            gone = scrape(port)
+            assert not [k for k in gone if 'model="sq2"' in k]
+            assert gone['netscope_request_total{code="OK",model="sq",rpc="Predict"}'] == 1
+
+        info = [k for k in gone if k.startswith("netscope_build_info{")]
+        assert len(info) == 1 and gone[info[0]] == 1
+        for label in ("version=", f'torch="{torch.__version__}"', "torchvision=", "python=", 'devices="cpu'):
+            assert label in info[0]
     finally:
         srv.stop(grace=0)
