@@ -65,6 +65,10 @@ def add_serve(sub) -> None:
     p.add_argument("--decode-threads", type=int,
                    help="threads that decode and preprocess a request's images in parallel (1: serially; "
                         "default min(8, cores))")
+    p.add_argument("--explain-limit", action="append", type=explain_limit, metavar="NAME=N",
+                   help="raise or lower one ceiling on explanations (repeatable): batch_size (256), steps (1024), "
+                        "samples (1000), nt_samples (200), finer_classes (100), top_k (100), faithfulness_maps (64), "
+                        "memory_mb (4096, the predicted working memory of one request)")
     g = p.add_argument_group("per model", "for every model loaded at startup, unless its [[models]] table sets the key")
     g.add_argument("--max-batch-size", type=int, help="dynamic batching: concurrent requests share device batches "
                                                       "of up to this many images (default 1: off)")
@@ -134,7 +138,15 @@ def server_config(args):
             models = [dataclasses.replace(ModelSpec.parse(m), **per_model) for m in args.model]
         except ValueError as exc:
             raise SystemExit(f"netscope serve: {exc}")
+    if getattr(args, "explain_limit", None):
+        values["explain_limits"] = {**values.get("explain_limits", {}), **dict(args.explain_limit)}
     config = ServerConfig(**values)
+    try:
+        from netscope.server.explain import Ceilings
+
+        Ceilings().with_overrides(config.explain_limits)
+    except ValueError as exc:
+        raise SystemExit(f"netscope serve: {exc}")
     if config.decode_threads < 0:
         raise SystemExit(f"netscope serve: --decode-threads must be >= 0 (1: decode serially); got {config.decode_threads}")
     check_security(config)  # before the demo model trains for a minute
@@ -282,6 +294,23 @@ def cmd_predict(args) -> int:
             rows.append([img if rank == 1 else "", rank, s.index, s.label, f"{s.probability:.4f}", f"{s.logit:.3f}"])
     print_table(rows, ["image", "rank", "class", "label", "probability", "logit"])
     return 0
+
+
+def explain_limit(text: str) -> tuple[str, int]:
+    """argparse type of serve --explain-limit NAME=N."""
+    from netscope.server.explain import Ceilings
+
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or key not in Ceilings.names():
+        raise argparse.ArgumentTypeError(f"{text!r}: use NAME=N with NAME one of {', '.join(Ceilings.names())}")
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: N must be a whole number >= 1")
+    return key, n
 
 
 def explain_option(text: str) -> tuple[str, object]:

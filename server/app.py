@@ -16,6 +16,7 @@ from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
 from .errors import NetscopeError
+from .explain import Ceilings
 from .convert import DEFAULT_DECODE_THREADS
 from .imaging import DEFAULT_MAX_PIXELS
 from . import reflection
@@ -76,6 +77,8 @@ class ServerConfig:
     grace_s: float = 30.0
     metrics_port: int = 0  # Prometheus /metrics over HTTP; 0: off
     decode_threads: int = DEFAULT_DECODE_THREADS  # decode + preprocess a request's images in parallel; 1: serially
+    # Ceilings on explanations, by name (explain.Ceilings: batch_size, steps, samples, ..., memory_mb); unset: defaults.
+    explain_limits: dict[str, int] = field(default_factory=dict)
     # Who may call what (server/security.py): PEM files; "" leaves each off.
     tls_cert: str = ""
     tls_key: str = ""
@@ -108,7 +111,8 @@ class Server:
         if config.decode_threads < 0:
             raise ValueError(f"decode_threads must be >= 0 (0 or 1: decode serially); got {config.decode_threads}")
         self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit,
-                                                              config.stream_batch),
+                                                              config.stream_batch,
+                                                              Ceilings().with_overrides(config.explain_limits)),
                                         decode_threads=config.decode_threads)
         pb_grpc.add_InspectorServicer_to_server(self.service, self.grpc)
         self.health = health.HealthServicer()
@@ -204,6 +208,7 @@ def serve(config: ServerConfig, exit_watchdog: bool = True) -> int:
     if exit_watchdog:
         _exit_soon(EXIT_SLACK_S)
     return 0
+
 
 def _exit_soon(seconds: float) -> None:
     """Should anything still hold the interpreter `seconds` from now (a

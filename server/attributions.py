@@ -133,6 +133,30 @@ def unshare_reused(net: nn.Module, x: torch.Tensor) -> None:
                 parent._modules[name] = Unshared(child, calls[id(child)])
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
+def float32_copy(model: nn.Module) -> nn.Module:
+    """A private copy (see private_copy) whose floating parameters and
+    buffers are float32 copies: Captum's methods on a half-precision model
+    compute there. DeepLIFT's multipliers divide small differences of float16
+    activations (NaN everywhere), GradientShap mixes float32 noise into the
+    input, and perturbation methods compare logits that differ in the third
+    digit. Costs one float32 copy of the weights per request (2x a float16
+    model's parameter bytes), freed with the request; nothing is cached, so
+    unloading a model frees all of it."""
+    net = private_copy(model)
+    for m in net.modules():
+        for key in ("_parameters", "_buffers"):
+            tensors = m.__dict__.get(key)
+            for name, t in list((tensors or {}).items()):
+                if t is None or not t.is_floating_point() or t.dtype == torch.float32:
+                    continue
+                cast = t.detach().float()
+                tensors[name] = nn.Parameter(cast, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else cast
+    return net
+
+
 def baseline_of(kind: str | None, x: torch.Tensor, seed: int | None) -> torch.Tensor:
     """The reference input: zeros (default), a heavy Gaussian blur of the
     image, Gaussian noise, or the image's per-channel mean."""
@@ -199,19 +223,27 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
             raise InvalidArgument(f"{method} needs a conv layer with an (N, C, H, W) output; {layers[0]!r} outputs "
                                   f"shape {list(out.shape)} (use grad_cam for transformer tokens)")
     targets = pick(logits)
-    net = private_copy(model) if method in HOOKING_METHODS else model
+    if x.dtype in HALF:  # targets chosen by the served model; attributions computed in float32
+        net, x = float32_copy(model), x.float()
+    else:
+        net = private_copy(model) if method in HOOKING_METHODS else model
 
     def forward(inp: torch.Tensor) -> torch.Tensor:
         return first_tensor(net(inp))
 
     bs = opts.get("batch_size", DEFAULT_BATCH)
     n = x.shape[0]
+    k = targets.shape[1]
+    # Every pass holds at most max(rows, batch_size) inputs: Captum's
+    # perturbation and sample counts are per row of the (images x classes) batch.
+    rows = n * k
+    per_row = max(1, bs // rows)
     kwargs: dict = {}
     per_image_baselines = False
     if method == "integrated_gradients":
         algo = IntegratedGradients(forward)
         kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed), n_steps=opts.get("steps", 50),
-                      internal_batch_size=max(n, bs))
+                      internal_batch_size=max(rows, bs))
     elif method == "saliency":
         algo = Saliency(forward)
     elif method == "guided_backprop":
@@ -227,6 +259,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
     elif method == "gradient_shap":
         algo = GradientShap(forward)
         kwargs = dict(n_samples=opts.get("samples", DEFAULT_SAMPLES[method]), stdevs=float(opts.get("noise", 0.0)))
+        algo = _Chunked(algo, per_row)
         per_image_baselines = (opts.baseline or "zeros") != "zeros"
         if not per_image_baselines:
             kwargs["baselines"] = torch.zeros_like(x[:1])
@@ -235,19 +268,19 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
         c = x.shape[1]
         algo = Occlusion(forward)
         kwargs = dict(sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-                      baselines=baseline_of(opts.baseline, x, opts.seed), perturbations_per_eval=bs)
+                      baselines=baseline_of(opts.baseline, x, opts.seed), perturbations_per_eval=per_row)
     elif method == "feature_ablation":
         window, _ = window_of(opts, x)
         algo = FeatureAblation(forward)
         kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed), feature_mask=patch_mask(x, window),
-                      perturbations_per_eval=bs)
+                      perturbations_per_eval=per_row)
     elif method in ("lime", "kernel_shap", "shapley_value_sampling"):
         # The features are window x window squares (as feature_ablation's); each
         # image gets its own surrogate model (Lime, KernelShap) or permutations.
         window, _ = window_of(opts, x)
         algo = {"lime": Lime, "kernel_shap": KernelShap, "shapley_value_sampling": ShapleyValueSampling}[method](forward)
         kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed), feature_mask=patch_mask(x, window),
-                      n_samples=opts.get("samples", DEFAULT_SAMPLES[method]), perturbations_per_eval=bs)
+                      n_samples=opts.get("samples", DEFAULT_SAMPLES[method]), perturbations_per_eval=per_row)
     elif method == "guided_grad_cam":
         algo = GuidedGradCam(net, find_layer(net, layers[0]))
         kwargs = dict(interpolate_mode="bilinear")
@@ -257,11 +290,10 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
     if opts.noise_tunnel:
         algo = NoiseTunnel(algo)
         kwargs.update(nt_type=opts.noise_tunnel, nt_samples=opts.get("nt_samples", 5),
-                      stdevs=float(opts.get("nt_stdev", 1.0)), nt_samples_batch_size=bs)
+                      stdevs=float(opts.get("nt_stdev", 1.0)), nt_samples_batch_size=per_row)
 
     # Top-k: each image once per target class, all in one call (Captum
     # explains one target per example; this batches them together).
-    k = targets.shape[1]
     xs = (x.repeat_interleave(k, dim=0) if k > 1 else x.clone()).requires_grad_(True)
     ts = targets.reshape(-1)
     for key in ("baselines",):
@@ -271,9 +303,31 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
     with _seeded(opts.seed if random else None, x.device):
         if per_image_baselines:
             base = baseline_of(opts.baseline, x, opts.seed).repeat_interleave(k, dim=0)
+            if isinstance(algo, _Chunked):
+                algo.per_call = max(1, bs)  # one row per call here
             attr = torch.cat([algo.attribute(xs[i : i + 1].detach().requires_grad_(True), baselines=base[i : i + 1], target=ts[i : i + 1], **kwargs)
                               for i in range(xs.shape[0])])
         else:
             attr = algo.attribute(xs, target=ts, **kwargs)
     attribution = attr.detach().float().reshape(n, k, *x.shape[1:])  # (N, k, C, H, W)
     return Raw(logits, targets, attribution.sum(dim=2), None, attribution=attribution)
+
+
+class _Chunked:
+    """GradientShap with its samples drawn `per_call` at a time (Captum draws
+    all n_samples for every row in one pass): the mean over chunks weighted by
+    their sizes, the same expectation, with memory bounded by batch_size."""
+
+    def __init__(self, algo: GradientShap, per_call: int):
+        self.algo = algo
+        self.per_call = per_call
+
+    def attribute(self, inputs, *, n_samples: int, **kwargs):
+        if n_samples <= self.per_call:
+            return self.algo.attribute(inputs, n_samples=n_samples, **kwargs)
+        total = None
+        for start in range(0, n_samples, self.per_call):
+            m = min(self.per_call, n_samples - start)
+            part = self.algo.attribute(inputs, n_samples=m, **kwargs).detach() * m
+            total = part if total is None else total + part
+        return total / n_samples

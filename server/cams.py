@@ -44,7 +44,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import InvalidArgument
+from .errors import FailedPrecondition, InvalidArgument
 from .hooks import capture, find_layer, replace_output
 from .maps import Layout, Raw, first_component, first_tensor, layout_of, normalize, upsample
 
@@ -202,7 +202,11 @@ def _kernel_component(a: torch.Tensor, kernel: str, gamma: float | None) -> torc
     sign is first_component's: the one that correlates positively with the
     channel sum. Float64: the centred kernel's top eigenvalues can be close."""
     n, c, h, w = a.shape
-    x = torch.nan_to_num(a).flatten(2).transpose(1, 2).double()  # (N, hw, C)
+    if not bool(torch.isfinite(a).all()):
+        raise FailedPrecondition("the explained layer's activations hold NaN or infinity: the model produced "
+                                 "non-finite values for this input; check its weights, or load it as float32",
+                                 reason="NON_FINITE")
+    x = a.flatten(2).transpose(1, 2).double()  # (N, hw, C)
     x = x - x.mean(dim=1, keepdim=True)
     if h * w < 2:
         return torch.zeros(n, h, w, device=a.device)

@@ -294,6 +294,55 @@ def explain_options(options: pb.ExplainOptions):
                    kpca_gamma=present("kpca_gamma"))
 
 
+def check_render(request: pb.ExplainRequest) -> None:
+    """Refuse bad rendering options before any work (not after the maps)."""
+    imaging.colorize(np.zeros((1, 1), np.uint8), request.render.colormap or "jet")  # unknown: InvalidArgument
+    alpha = request.render.alpha
+    if not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
+        raise InvalidArgument(f"render.alpha must be an overlay opacity in [0, 1] (0: the default 0.5); got {alpha}",
+                              field="render.alpha")
+
+
+def _png_bytes(h: int, w: int) -> int:
+    raw = h * (w * 3 + 1)  # an RGB PNG that does not compress: raw rows, a filter byte each, deflate framing
+    return raw + raw // 100 + 1024
+
+
+def answer_bytes(request: pb.ExplainRequest, n_images: int, k: int, heat_pixels: int, input_hw) -> int:
+    """An upper estimate of an ExplainResponse's size: per map, the map at its
+    own resolution and at the input's (float32), the PNGs asked for (as if
+    they did not compress) and the scores."""
+    h, w = input_hw
+    per_map = 4 * heat_pixels + 4 * h * w + 128 + 64
+    if request.render_overlay:
+        per_map += _png_bytes(h, w)
+    if request.render_heatmap:
+        per_map += _png_bytes(h, w)
+    if request.options.faithfulness:
+        per_map += 64
+    return n_images * k * per_map + 1024
+
+
+def check_answer_size(request: pb.ExplainRequest, n_images: int, k: int, heat_pixels: int, input_hw,
+                      max_bytes: int) -> None:
+    """RESOURCE_EXHAUSTED, before any work, when the answer would not fit the message limit."""
+    size = answer_bytes(request, n_images, k, heat_pixels, input_hw)
+    if not max_bytes or size <= max_bytes:
+        return
+    hints = []
+    if k > 1:
+        hints.append(f"fewer classes (top_k {k})")
+    if request.render_overlay or request.render_heatmap:
+        hints.append("no overlay/heatmap PNGs (render_overlay, render_heatmap)")
+    if n_images > 1:
+        hints.append(f"fewer images ({n_images} now)")
+    raise ResourceExhausted(
+        f"the answer would be about {size / 2**20:.1f} MiB ({n_images} images x {k} classes), over the message "
+        f"limit of {max_bytes / 2**20:.1f} MiB; ask for {' or '.join(hints) or 'a smaller input'}",
+        reason="ANSWER_TOO_LARGE", field="target.top_k" if k > 1 else "images",
+        metadata={"limit_bytes": str(max_bytes), "estimate_bytes": str(size)})
+
+
 def class_map_to_proto(cm, x: torch.Tensor, recipe: Preprocessing, request: pb.ExplainRequest,
                        scores=None) -> pb.ClassExplanation:
     """One image's map for one class, with the pictures and metrics asked for.

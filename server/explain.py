@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from . import attributions, cams, torch_thread
-from .maps import first_component, normalize, upsample  # noqa: F401 (part of this module's interface)
-from .errors import InvalidArgument, closest, closest_metadata, shown
+from .maps import first_component, normalize, too_small, upsample  # noqa: F401 (part of this module's interface)
+from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
 from .hooks import find_layer
 
 # ---------------------------------------------------------------- methods
@@ -372,14 +372,15 @@ class Targets:
 # ---------------------------------------------------------------- options
 
 
-def check_options(method: str, opts: Options, x: torch.Tensor) -> Options:
-    """Refuse options out of range, saying what would work."""
-    h, w = x.shape[-2:]
+def check_options(method: str, opts: Options, x) -> Options:
+    """Refuse options out of range, saying what would work. `x` is the
+    (N, C, H, W) batch, or just its shape (only (H, W) is read)."""
+    h, w = tuple(x.shape if isinstance(x, torch.Tensor) else x)[-2:]
 
     def at_least(name: str, low: int, default_note: str) -> None:
         value = getattr(opts, name)
         if value is not None and value < low:
-            raise InvalidArgument(f"{name} must be >= {low} ({default_note}); got {value}")
+            raise InvalidArgument(f"{name} must be >= {low} ({default_note}); got {value}", field=f"options.{name}")
 
     at_least("batch_size", 1, "leave it unset for 32")
     at_least("steps", 1, "leave it unset for the default: 50 for integrated_gradients, 10 for is_cam")
@@ -401,6 +402,11 @@ def check_options(method: str, opts: Options, x: torch.Tensor) -> Options:
         raise InvalidArgument(f"window {opts.window} is larger than the {h}x{w} input; use at most {min(h, w)}")
     if opts.stride is not None and opts.stride > min(h, w):
         raise InvalidArgument(f"stride {opts.stride} is larger than the {h}x{w} input; use at most {min(h, w)}")
+    if method == "kernel_shap":
+        side = opts.window if opts.window is not None else max(1, min(h, w) // 8)
+        if -(-h // side) * -(-w // side) < 2:
+            raise InvalidArgument(f"kernel_shap needs at least 2 window-sized patches; the {h}x{w} input is one "
+                                  f"patch of {side}: use a smaller window", field="options.window")
     if opts.baseline and opts.baseline not in BASELINES:
         raise InvalidArgument(f"unknown baseline {shown(opts.baseline)}; choose one of {', '.join(BASELINES)}")
     if opts.kpca_kernel and opts.kpca_kernel not in cams.KPCA_KERNELS:
@@ -413,12 +419,199 @@ def check_options(method: str, opts: Options, x: torch.Tensor) -> Options:
     if family == "cam" and opts.noise_tunnel:
         raise InvalidArgument(f"noise_tunnel smooths the Captum attribution methods; for {method} use aug_smooth, "
                               f"or smooth_grad_cam_plus_plus / ss_cam")
+    if method == "gradient_shap" and opts.noise_tunnel:
+        raise InvalidArgument("gradient_shap already averages over noisy samples; drop noise_tunnel and set "
+                              "samples and noise instead", field="options.noise_tunnel")
     if family == "attribution" and (opts.aug_smooth or opts.eigen_smooth):
         raise InvalidArgument(f"aug_smooth and eigen_smooth apply to the CAM methods, not {method}; "
                               f"use noise_tunnel to smooth an attribution")
     if method == "full_grad" and opts.eigen_smooth:
         raise InvalidArgument("eigen_smooth does not apply to full_grad (its map is a sum over many layers)")
     return opts
+
+
+# ---------------------------------------------------------------- ceilings and plans
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """A server's upper bounds on what one explanation may ask for (the lower
+    bounds are check_options'). Each count option has its own ceiling, named
+    as the option; `netscope serve --explain-limit NAME=N` changes one.
+
+    memory_mb bounds the working memory the request is predicted to need
+    (`plan`): the largest forward (and backward) pass it makes, in MiB."""
+
+    batch_size: int = 256  # masked / perturbed / interpolated inputs per forward pass
+    steps: int = 1024  # integrated_gradients, is_cam
+    samples: int = 1000  # smooth_grad_cam_plus_plus, ss_cam, gradient_shap, lime, kernel_shap, shapley_value_sampling
+    nt_samples: int = 200  # noise tunnel
+    finer_classes: int = 100  # finer_cam
+    top_k: int = 100  # classes explained per image
+    faithfulness_maps: int = 64  # maps scored for faithfulness per request (images x classes; ~60 forwards each)
+    memory_mb: int = 4096  # predicted working memory of one request
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def with_overrides(self, overrides: dict[str, int] | None) -> "Ceilings":
+        """These ceilings with some changed; unknown names or values < 1 are a ValueError."""
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(self.names()))
+        if unknown:
+            raise ValueError(f"unknown explain limit(s) {', '.join(unknown)}; known: {', '.join(self.names())}")
+        bad = {k: v for k, v in overrides.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+        if bad:
+            raise ValueError(f"explain limits must be whole numbers >= 1; got {bad}")
+        return replace(self, **overrides)
+
+
+def _over(name: str, value: int, limit: int, what: str, field_name: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"{name} {value} is over this server's limit of {limit} {what}; ask for at most {limit}, "
+        f"or start the server with --explain-limit {name}=N to raise it",
+        reason="OVER_LIMIT", field=field_name, metadata={"limit": str(limit), "option": name})
+
+
+def check_ceilings(method: str, opts: Options, targets: TargetLike, ceilings: Ceilings, *,
+                   faithfulness: bool = False, n_images: int = 1) -> None:
+    """Refuse counts over the server's ceilings: InvalidArgument naming the
+    option, the limit and how to change it. Checked before any work."""
+    for name, what in (("batch_size", "inputs per forward pass"), ("steps", "steps"),
+                       ("samples", "samples"), ("nt_samples", "noise-tunnel samples"),
+                       ("finer_classes", "classes")):
+        value = getattr(opts, name)
+        limit = getattr(ceilings, name)
+        if value is not None and value > limit:
+            raise _over(name, value, limit, what, f"options.{name}")
+    k = targets.top_k if isinstance(targets, Target) and targets.index is None and not targets.label else 1
+    if k > ceilings.top_k:
+        raise _over("top_k", k, ceilings.top_k, "classes per image", "target.top_k")
+    if faithfulness and n_images * max(k, 1) > ceilings.faithfulness_maps:
+        maps = n_images * max(k, 1)
+        raise InvalidArgument(
+            f"faithfulness scores {maps} maps here ({n_images} images x {max(k, 1)} classes), over this server's "
+            f"limit of {ceilings.faithfulness_maps} (about 60 forward passes each); send fewer images or classes, "
+            f"or start the server with --explain-limit faithfulness_maps=N",
+            reason="OVER_LIMIT", field="options.faithfulness",
+            metadata={"limit": str(ceilings.faithfulness_maps), "option": "faithfulness_maps"})
+
+
+# Methods whose batched passes are forward-only (no autograd graph is kept):
+# their memory is about two layers' outputs per input, not the whole network's.
+_FORWARD_ONLY = ("cam", "eigen_cam", "kpca_cam", "fem", "score_cam", "ss_cam", "is_cam", "ablation_cam",
+                 "occlusion", "feature_ablation", "lime", "kernel_shap", "shapley_value_sampling")
+_USES_BATCH = ("score_cam", "ss_cam", "is_cam", "ablation_cam", "integrated_gradients", "occlusion",
+               "feature_ablation", "lime", "kernel_shap", "shapley_value_sampling", "gradient_shap")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one explanation will cost, predicted from the request alone."""
+
+    maps: int  # images x classes
+    rows: int  # inputs in the largest forward pass
+    base_rows: int  # the images (x classes, x views) every pass of the method holds at least
+    memory_bytes: int  # working memory of that pass
+
+
+def plan(method: str, opts: Options, n_images: int, k: int, *, activation_bytes: int, largest_output_bytes: int,
+         input_bytes: int) -> Plan:
+    """Predict the largest forward pass of an explanation and its memory.
+
+    activation_bytes: the sum of the model's leaf outputs for one input (what
+    a backward pass keeps), largest_output_bytes: its largest leaf output,
+    input_bytes: one preprocessed input; all as float32 at the request's size.
+    Every sampled method is batched by batch_size (see attributions.py), so
+    the largest pass is max(rows, batch_size) inputs, where rows is the
+    images (x classes for the Captum methods, x 6 with aug_smooth)."""
+    method = (method or DEFAULT_METHOD).lower()
+    info = METHODS[method]
+    rows = base = n_images * (k if info.captum else 1) * (6 if opts.aug_smooth else 1)
+    if method in _USES_BATCH or opts.noise_tunnel:
+        rows = max(rows, opts.get("batch_size", 32))
+    if method in _FORWARD_ONLY and not opts.noise_tunnel:
+        per_row = 2 * largest_output_bytes + input_bytes
+    else:
+        per_row = activation_bytes + 2 * input_bytes
+    # The answer's own tensors: the attribution (C, H, W) per map, maps at the input's size.
+    held = n_images * k * (input_bytes + 2 * input_bytes // 3)
+    return Plan(maps=n_images * k, rows=rows, base_rows=base, memory_bytes=rows * per_row + held)
+
+
+def check_plan(p: Plan, opts: Options, ceilings: Ceilings, method: str) -> None:
+    """ResourceExhausted, naming what to lower, when the plan is over the memory ceiling."""
+    budget = ceilings.memory_mb * 2**20
+    if p.memory_bytes <= budget:
+        return
+    need = -(-p.memory_bytes // 2**20)
+    by_batch = p.rows > p.base_rows  # the pass is batch_size inputs, more than the images x classes
+    if by_batch:
+        hint = f"lower batch_size (now {opts.get('batch_size', 32)}: the inputs each forward pass holds)"
+    else:
+        hint = "send fewer images or ask for fewer classes (top_k)" + (", or drop aug_smooth" if opts.aug_smooth else "")
+    raise ResourceExhausted(
+        f"this {method} explanation would need about {need:,} MiB of working memory ({p.rows} inputs per forward "
+        f"pass), over this server's limit of {ceilings.memory_mb:,} MiB; {hint}, or start the server with "
+        f"--explain-limit memory_mb=N",
+        reason="OVER_MEMORY_LIMIT", field="options.batch_size" if by_batch else "images",
+        metadata={"limit_mb": str(ceilings.memory_mb), "estimate_mb": str(need), "rows": str(p.rows)})
+
+
+def check_finite(result: "Explanation", model_id: str = "") -> None:
+    """FailedPrecondition when a map, logit or probability is NaN or infinite:
+    such an answer is never returned as OK."""
+    for n, classes in enumerate(result.images):
+        for cm in classes:
+            what = None
+            if not (math.isfinite(cm.score) and math.isfinite(cm.probability)):
+                what = "logits"
+            elif not bool(torch.isfinite(cm.heatmap).all()) or not bool(torch.isfinite(cm.upsampled).all()):
+                what = f"a {result.method} map"
+            elif cm.attribution is not None and not bool(torch.isfinite(cm.attribution).all()):
+                what = f"a {result.method} attribution"
+            if what:
+                named = f"model {shown(model_id)}" if model_id else "the model"
+                raise FailedPrecondition(
+                    f"{named} produced non-finite values ({what} of image {n}, class {cm.target} holds NaN or "
+                    f"infinity); its weights or its precision cannot represent this input: check the checkpoint, "
+                    f"or load it as float32", reason="NON_FINITE", field=f"images[{n}]",
+                    metadata={"model": model_id[:64], "class": str(cm.target)})
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request that passed every check that needs no forward pass."""
+
+    method: str
+    layers: list[str]
+    k: int  # classes explained per image
+
+
+def method_name(method: str | None) -> str:
+    name = (method or DEFAULT_METHOD).lower()
+    if name not in METHODS:
+        raise InvalidArgument(f"unknown method {shown(name)}{closest(name, METHODS)}; choose one of {', '.join(METHODS)}",
+                              reason="METHOD_NOT_FOUND", field="method", metadata=closest_metadata(name, METHODS))
+    return name
+
+
+def validate(model: nn.Module, method: str | None, options: Options | None, n_images: int, input_shape, *,
+             targets: TargetLike = None, layers: Sequence[str] | None = None, arch: str = "",
+             class_names: Sequence[str] | None = None, ceilings: Ceilings | None = None,
+             faithfulness: bool = False) -> Checked:
+    """Everything explain() would refuse before its first forward pass, and
+    the server's ceilings, checked without running the model: the method,
+    options (input_shape: the batch's (..., H, W)), targets and layers.
+    Raises InvalidArgument / NotFound saying what would work."""
+    name = method_name(method)
+    opts = check_options(name, options if options is not None else Options(), input_shape)
+    if ceilings is not None:
+        check_ceilings(name, opts, targets, ceilings, faithfulness=faithfulness, n_images=n_images)
+    tgt = Targets(targets, n_images, class_names)
+    used = resolve_layers(model, name, layers, arch)
+    return Checked(name, used, tgt.k if tgt.index is None and tgt.per_image is None else 1)
 
 
 # ---------------------------------------------------------------- explain
@@ -435,10 +628,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, *, 
     must live there too. The model is never changed (no hooks, modules or
     `.grad` left behind, train/eval mode kept), even when this raises.
     """
-    method = (method or DEFAULT_METHOD).lower()
-    if method not in METHODS:
-        raise InvalidArgument(f"unknown method {shown(method)}{closest(method, METHODS)}; choose one of {', '.join(METHODS)}",
-                              reason="METHOD_NOT_FOUND", field="method", metadata=closest_metadata(method, METHODS))
+    method = method_name(method)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
         raise InvalidArgument(f"explain takes a preprocessed float (N, C, H, W) batch; got "
                               f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -457,11 +647,17 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, *, 
     # tensor cores); we do not switch layouts behind the caller's back, since
     # that moves ill-conditioned maps by float32 rounding (see PERFORMANCE.md).
     # A Predict waiting for this CPU model's torch thread runs between blocks.
-    with torch_thread.yielding(model):
-        if METHODS[method].family == "cam":
-            res = cams.compute(model, x, method, used, tgt.pick, opts)
-        else:
-            res = attributions.compute(model, x, method, used, tgt.pick, opts)
+    try:
+        with torch_thread.yielding(model):
+            if METHODS[method].family == "cam":
+                res = cams.compute(model, x, method, used, tgt.pick, opts)
+            else:
+                res = attributions.compute(model, x, method, used, tgt.pick, opts)
+    except RuntimeError as exc:
+        small = too_small(exc, x)
+        if small is None:
+            raise
+        raise small from None
 
     # One copy back to the host for everything the answer needs.
     probs = torch.softmax(res.logits.float(), dim=1)

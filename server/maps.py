@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InvalidArgument
+from .errors import FailedPrecondition, InvalidArgument
 
 
 @dataclass
@@ -105,12 +105,48 @@ def first_component(weighted: torch.Tensor) -> torch.Tensor:
     component has a positive sum: v'C1 = lambda v'1), so a map never flips
     between runs, devices or libraries."""
     n, c, h, w = weighted.shape
-    m = torch.nan_to_num(weighted.float()).reshape(n, c, h * w).transpose(1, 2)  # (N, hw, C)
-    m = m - m.mean(dim=1, keepdim=True)
+    m = weighted.float().reshape(n, c, h * w).transpose(1, 2)  # (N, hw, C)
+    if not bool(torch.isfinite(m).all()):
+        raise FailedPrecondition("the explained layer's activations hold NaN or infinity: the model produced "
+                                 "non-finite values for this input; check its weights, or load it as float32",
+                                 reason="NON_FINITE")
     if h * w < 2:
         return torch.zeros(n, h, w, device=weighted.device)
-    _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    # Centred and scaled to at most 1 per image (a constant map centres to 0,
+    # and large activations would overflow float32 in the SVD); the
+    # projection is scaled back. A zero map is the answer for no variation.
+    m = m - m.mean(dim=1, keepdim=True)
+    scale = m.abs().amax(dim=(1, 2)).clamp_min(1e-30)
+    _, _, vh = _svd(m / scale[:, None, None])
     v = vh[:, 0, :]  # (N, C)
     sign = torch.where(v.sum(dim=1) < 0, -1.0, 1.0).to(v.dtype)
     proj = torch.bmm(m, (v * sign[:, None])[:, :, None]).squeeze(-1)
     return proj.reshape(n, h, w)
+
+
+def _svd(m: torch.Tensor):
+    """torch.linalg.svd, retried in float64 when LAPACK does not converge
+    (ill-conditioned, nearly constant maps); float32 factors back."""
+    try:
+        return torch.linalg.svd(m, full_matrices=False)
+    except RuntimeError:  # torch.linalg.LinAlgError: "failed to converge"
+        u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
+        return u.to(m.dtype), s.to(m.dtype), vh.to(m.dtype)
+
+
+# What torch says when an input is too small for a network's kernels and pools.
+_TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than actual input size",
+              "Expected more than 1 value per channel", "Padding size should be less than",
+              "input image is smaller than kernel", "should be less than or equal to the input size")
+
+
+def too_small(exc: BaseException, x: torch.Tensor) -> InvalidArgument | None:
+    """An InvalidArgument for a torch error that says the input was too small
+    for the network, else None (the error is not the client's)."""
+    text = str(exc)
+    if not isinstance(exc, RuntimeError) or not any(p in text for p in _TOO_SMALL):
+        return None
+    h, w = (int(s) for s in x.shape[-2:])
+    return InvalidArgument(f"the {h}x{w} input is too small for this model ({text.splitlines()[0][:160]}); "
+                           f"send larger images, e.g. at the model's own input size", reason="INPUT_TOO_SMALL",
+                           field="images", metadata={"height": str(h), "width": str(w)})

@@ -8,7 +8,7 @@ import torch
 
 from . import batching
 from .batching import Batched
-from .errors import InvalidArgument
+from .errors import FailedPrecondition, InvalidArgument, shown
 from .registry import LoadedModel
 
 DEFAULT_TOP_K = 5
@@ -45,7 +45,21 @@ def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: b
     through the model's dynamic batcher when it has one."""
     k = resolve_k(k, model.num_classes)
     run = batching.run(model, x, logits_work(model))
+    check_finite_logits(model, run.value)
     return top_k(model, run.value, k, return_probabilities), run
+
+
+def check_finite_logits(model: LoadedModel, logits: torch.Tensor) -> None:
+    """FailedPrecondition when a logit is NaN or infinite: a broken model (NaN
+    weights, float16 overflow) never answers OK with NaN probabilities."""
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise FailedPrecondition(
+            f"model {shown(model.id)} produced non-finite logits for image {first} (NaN or infinity); its weights "
+            f"or its precision ({str(model.dtype).replace('torch.', '')}) cannot represent this input: check the "
+            f"checkpoint, or load it as float32", reason="NON_FINITE", field=f"images[{first}]",
+            metadata={"model": model.id[:64]})
 
 
 def top_k(model: LoadedModel, logits: torch.Tensor, k: int, return_probabilities: bool) -> list[Prediction]:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import functools
+import math
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ class Limits:
     max_batch: int = 256                   # images per request
     max_message_bytes: int = 64 * 1024 * 1024
     stream_batch: int = 32                 # images per device batch on ExplainStream
+    explain: explain.Ceilings = field(default_factory=explain.Ceilings)  # per-option ceilings, working memory
 
 
 def rpc(method):
@@ -269,9 +271,37 @@ class InspectorService(pb_grpc.InspectorServicer):
         check_strings(request)  # ExplainStream's items pass no rpc wrapper
         m = self.registry.get(request.model)
         clock = Clock()
+        # Everything that needs no forward pass is refused before any work:
+        # options, ceilings, targets, layers, rendering, then (once the
+        # batch's size is known) working memory and the answer's size.
+        checked = self.check_explanation(m, request, len(request.images), m.input_size)
         x = self.batch(m, request.images)
+        checked = self.check_explanation(m, request, x.shape[0], tuple(x.shape[1:]))
+        self.check_explanation_cost(m, request, checked, tuple(x.shape[1:]))
         clock.lap("preprocess")
         return Explaining(request, m, x, clock)
+
+    def check_explanation(self, m: LoadedModel, request: pb.ExplainRequest, n_images: int, input_shape) -> "explain.Checked":
+        checked = explain.validate(
+            m.module, request.method, convert.explain_options(request.options), n_images, input_shape,
+            targets=convert.explain_target(request.target), layers=list(request.layers) or None, arch=m.arch,
+            class_names=m.class_names, ceilings=self.limits.explain, faithfulness=request.options.faithfulness)
+        convert.check_render(request)
+        return checked
+
+    def check_explanation_cost(self, m: LoadedModel, request: pb.ExplainRequest, checked: "explain.Checked",
+                               input_shape) -> None:
+        """RESOURCE_EXHAUSTED, before the first forward pass, when the working
+        memory or the answer is predicted to be over the server's limits."""
+        c, h, w = input_shape
+        activation, largest = activation_bytes(m, h * w)
+        n = len(request.images)
+        opts = convert.explain_options(request.options)
+        p = explain.plan(checked.method, opts, n, checked.k, activation_bytes=activation,
+                         largest_output_bytes=largest, input_bytes=4 * c * h * w)
+        explain.check_plan(p, opts, self.limits.explain, checked.method)
+        heat = layer_pixels(m, checked, h * w)
+        convert.check_answer_size(request, n, checked.k, heat, (h, w), self.limits.max_message_bytes)
 
     def compute_explanation(self, job: "Explaining") -> "Explaining":
         """The maps (the device), in a dynamic batch when the model batches."""
@@ -281,6 +311,7 @@ class InspectorService(pb_grpc.InspectorServicer):
             m, job.x, spec_key(request), request.method, targets=convert.explain_target(request.target),
             layers=list(request.layers) or None, options=convert.explain_options(request.options))
         job.result, job.device_batch_size = run.value, run.device_batch_size
+        explain.check_finite(job.result, m.id)  # never a NaN map as OK, whatever the method
         job.clock.lap("compute")
         # The batcher's wait is queue time, not compute.
         job.clock.timing.queue_ms += run.queue_ms
@@ -302,6 +333,31 @@ class InspectorService(pb_grpc.InspectorServicer):
         clock.timing.device_batch_size = job.device_batch_size
         out.timing.CopyFrom(clock.timing)
         return out
+
+
+def activation_bytes(m: LoadedModel, pixels: int) -> tuple[int, int]:
+    """(sum, largest) of the model's leaf-layer outputs for one input of
+    `pixels` pixels, as float32 bytes: from the layer table made at load, at
+    the recipe's size, scaled by area (0, 0 when there is no table)."""
+    rows = [r for r in (m.summary.layers if m.summary is not None else []) if r.is_leaf and r.output_shape]
+    if not rows:
+        return 0, 0
+    _, h0, w0 = m.input_size
+    scale = pixels / max(1, h0 * w0)
+    sizes = [4 * math.prod(r.output_shape) for r in rows]
+    return int(sum(sizes) * scale), int(max(sizes) * scale)
+
+
+def layer_pixels(m: LoadedModel, checked: "explain.Checked", pixels: int) -> int:
+    """Pixels of one map at its own resolution: the layer's (h, w) when one
+    conv layer is explained, else the input's."""
+    if len(checked.layers) != 1 or m.summary is None or explain.METHODS[checked.method].captum:
+        return pixels
+    row = next((r for r in m.summary.layers if r.name == checked.layers[0]), None)
+    if row is None or len(row.output_shape) != 4:
+        return pixels
+    _, h0, w0 = m.input_size
+    return max(1, int(row.output_shape[2] * row.output_shape[3] * pixels / max(1, h0 * w0)) + 1)
 
 
 @dataclass

@@ -220,24 +220,28 @@ def test_inception_v3_with_aux_logits_and_transform_input():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("method", ["grad_cam", "grad_cam_plus_plus", "eigen_cam", "score_cam", "saliency", "full_grad",
-                                    "shapley_cam", "kpca_cam", "fem", "finer_cam"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_half_precision_models_give_float32_maps_close_to_float32(dtype, method):
+    """Every method: the Captum ones compute on a float32 copy of a half
+    model (DeepLIFT's map was NaN everywhere in float16), the CAMs in the
+    model's dtype with float32 maps. Seeded: random methods draw alike."""
     m32 = tiny()
     m16 = copy.deepcopy(m32).to(dtype)
     x = batch(2, 32, seed=30)
-    a = explain(m32, x, method, options=Options(batch_size=16))
+    a = explain(m32, x, method, options=Options(batch_size=16, seed=0))
     try:
-        b = explain(m16, x, method, options=Options(batch_size=16))
+        b = explain(m16, x, method, options=Options(batch_size=16, seed=0))
     except RuntimeError as exc:  # pragma: no cover - a CPU build without half kernels
         pytest.skip(f"{dtype} not supported here: {exc}")
     assert [i[0].target for i in a] == [i[0].target for i in b]
     for img in b:
         assert img[0].heatmap.dtype == torch.float32 and img[0].upsampled.dtype == torch.float32
+    assert torch.isfinite(maps(b)).all(), method
     ours, ref = normalize(maps(b)), normalize(maps(a))
     # bf16 keeps ~3 significant digits: judge the map, not single pixels.
     assert float((ours - ref).abs().mean()) < 0.02, method
-    assert float(torch.corrcoef(torch.stack([ours.flatten(), ref.flatten()]))[0, 1]) > 0.98, method
+    if float(ref.std()) > 0:  # lime's lasso may keep no patch on this tiny net: both maps zero
+        assert float(torch.corrcoef(torch.stack([ours.flatten(), ref.flatten()]))[0, 1]) > 0.98, method
 
 
 def test_eigen_smooth_agrees_with_pytorch_grad_cam(monkeypatch):
