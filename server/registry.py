@@ -102,21 +102,22 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise InvalidArgument(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise InvalidArgument(f"unknown device {shown(name)}; use auto, cpu, cuda or cuda:N", field="device") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise FailedPrecondition(f"device {name!r} asked for, but this server has no CUDA device")
+            raise FailedPrecondition(f"device {shown(name)} asked for, but this server has no CUDA device", field="device")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise FailedPrecondition(f"device {name!r} asked for, but this server has {torch.cuda.device_count()} CUDA device(s)")
+            raise FailedPrecondition(f"device {shown(name)} asked for, but this server has {torch.cuda.device_count()} CUDA device(s)",
+                                     field="device", metadata={"cuda_devices": str(torch.cuda.device_count())})
     elif device.type != "cpu":
-        raise InvalidArgument(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise InvalidArgument(f"unsupported device {shown(name)}; use auto, cpu, cuda or cuda:N", field="device")
     return device
 
 
 def resolve_dtype(name: str) -> torch.dtype:
     name = (name or "float32").lower()
     if name not in DTYPES:
-        raise InvalidArgument(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+        raise InvalidArgument(f"unknown dtype {shown(name)}; use one of {', '.join(DTYPES)}", field="dtype")
     return DTYPES[name]
 
 
@@ -518,13 +519,16 @@ def check_batching(b: Batching) -> Batching:
     for name, value, kinds in (("max_batch_size", b.max_batch_size, (int,)), ("max_queue", b.max_queue, (int,)),
                                ("max_delay_ms", b.max_delay_ms, (int, float))):
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise InvalidArgument(f"{name} must be a number; got {value!r}")
+            raise InvalidArgument(f"{name} must be a number; got {shown(value)}", field=f"batching.{name}")
     if b.max_batch_size < 0 or b.max_batch_size > MAX_BATCH_SIZE:
-        raise InvalidArgument(f"max_batch_size must be 0..{MAX_BATCH_SIZE} (0 or 1: no dynamic batching); got {b.max_batch_size}")
+        raise InvalidArgument(f"max_batch_size must be 0..{MAX_BATCH_SIZE} (0 or 1: no dynamic batching); got {b.max_batch_size}",
+                              field="batching.max_batch_size", metadata={"max": str(MAX_BATCH_SIZE)})
     if not 0.0 <= b.max_delay_ms <= MAX_DELAY_MS:  # also refuses NaN
-        raise InvalidArgument(f"max_delay_ms must be 0..{MAX_DELAY_MS:g}; got {b.max_delay_ms}")
+        raise InvalidArgument(f"max_delay_ms must be 0..{MAX_DELAY_MS:g}; got {b.max_delay_ms}",
+                              field="batching.max_delay_ms", metadata={"max": f"{MAX_DELAY_MS:g}"})
     if b.max_queue < 0:
-        raise InvalidArgument(f"max_queue must be >= 0 (0: the server default); got {b.max_queue}")
+        raise InvalidArgument(f"max_queue must be >= 0 (0: the server default); got {b.max_queue}",
+                              field="batching.max_queue")
     return Batching(max(1, b.max_batch_size), b.max_delay_ms, b.max_queue)
 
 
