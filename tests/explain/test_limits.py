@@ -184,3 +184,20 @@ def test_serve_flag_reaches_the_config():
     assert dict(args.explain_limit) == {"steps": 2000, "memory_mb": 8192}
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["serve", "--explain-limit", "stepz=3"])
+
+
+def test_the_cpu_allocator_failing_is_resource_exhausted():
+    from netscope.server.errors import status_of
+
+    exc = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 21474836480 bytes.")
+    code, message = status_of(exc)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "lower batch_size" in message
+
+
+@pytest.mark.parametrize("bins,lo,hi,word", [(5, float("nan"), 1.0, "finite"), (5, -1e308, 1e308, "float32"),
+                                             (5, 1.0, 1.0 + 1e-12, "empty in float32"), (10**6, 0.0, 0.0, "bins")])
+def test_degenerate_histogram_options_are_invalid_argument(client, jpeg, bins, lo, hi, word):
+    for images in (None, jpeg):
+        err, _ = refused(lambda: client.layer_stats("r18", "fc", bins=bins, hist_range=(lo, hi), images=images))
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT and word in err.message
