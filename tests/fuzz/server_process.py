@@ -185,7 +185,11 @@ def main(argv: list[str]) -> int:
     probe_path = cfg.pop("probe", "")
     load = cfg.pop("load", [])  # LoadModel keyword dicts, e.g. a model with its own class count
 
+    import logging
+
     from netscope.server.app import ModelSpec, Server, ServerConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     cfg["models"] = [ModelSpec(**spec) for spec in cfg.get("models", [])]
     server = Server(ServerConfig(**cfg)).start()

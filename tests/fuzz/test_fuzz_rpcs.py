@@ -73,7 +73,11 @@ def fuzz(tmp_path_factory):
     server = ServerProcess(config, rss_limit_mib=KILL_MIB, log_path=log).start()
     f = Fuzzer(server, deadline_s=DEADLINE_S, private=(str(store), str(store.resolve())))
     f.started = time.perf_counter()
-    f.models = describe_models(f)
+    try:
+        f.models = describe_models(f)
+    except BaseException:
+        server.kill()
+        raise
     f.baseline_rss_mib = server.rss_mib()
     yield f
     f.close()
