@@ -19,7 +19,7 @@ from .errors import NetscopeError
 from .explain import Ceilings
 from .convert import DEFAULT_DECODE_THREADS
 from .imaging import DEFAULT_MAX_PIXELS
-from . import reflection
+from . import reflection, torch_thread
 from .registry import Batching, Registry
 from .security import ConfigError, configure
 from .service import InspectorService, Limits
@@ -170,6 +170,10 @@ class Server:
         log.info("draining in-flight calls (up to %.3g s); new calls get UNAVAILABLE", grace)
         if not self.grpc.stop(grace).wait(grace + STOP_SLACK_S):
             log.warning("calls still running %.3g s after the grace period; stopping anyway", STOP_SLACK_S)
+        # The cancelled calls' torch work stops at its next check point: let it, so the
+        # process never exits while the torch thread is inside torch's C++ (that aborts).
+        if not torch_thread.wait_idle(max(0.0, start + grace + STOP_SLACK_S - time.monotonic())):
+            log.warning("the torch thread is still busy; stopping anyway")
         self.service.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

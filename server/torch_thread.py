@@ -61,6 +61,7 @@ class _Line:
         self._normal: deque = deque()
         self._thread: threading.Thread | None = None
         self._in_a_row = 0  # urgent items taken since other work last got its turn
+        self._busy = False  # the thread is running work now
 
     def submit(self, call: Callable[[], T], urgent: bool, caller: cancel.Liveness | None = None) -> Future:
         """Queue `call`, to run on behalf of `caller` (its liveness travels with it)."""
@@ -70,7 +71,7 @@ class _Line:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="netscope-torch", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            self._cond.notify_all()  # the loop, and any wait_idle
         return future
 
     def serve_urgent(self) -> None:
@@ -101,7 +102,18 @@ class _Line:
                 else:
                     future, call, caller = self._normal.popleft()
                     self._in_a_row = 0
-            _execute(future, call, caller)
+                self._busy = True
+            try:
+                _execute(future, call, caller)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until no work runs or waits; whether it is so."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._busy and not self._urgent and not self._normal, timeout)
             # An idle thread must not hold its last work: its closure (and the
             # result) can be an unloaded model, kept alive until the next call.
             del future, call, caller
@@ -147,6 +159,14 @@ def run(device: torch.device | str | None, fn: Callable[..., T], *args, urgent: 
     if caller is not None:
         cancel.check()
     return cancel.wait(_line.submit(lambda: fn(*args, **kwargs), urgent, caller), caller)
+
+
+def wait_idle(timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the torch thread to have no work
+    running or waiting (at shutdown, once every call is cancelled, its work
+    stops at the next check point; a process must not exit while the thread
+    is inside torch's C++). Whether it is idle."""
+    return _line.wait_idle(timeout)
 
 
 def serve_urgent() -> None:
