@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from grpc_status import rpc_status
 
-from .errors import NetscopeError, PermissionDenied, Unauthenticated, status_of
+from .errors import NetscopeError, PermissionDenied, Unauthenticated, rich_status
 
 log = logging.getLogger("netscope.security")
 
@@ -156,14 +157,15 @@ class TokenAuth(grpc.ServerInterceptor):
 
 
 def _refusal(handler: grpc.RpcMethodHandler, error: NetscopeError) -> grpc.RpcMethodHandler:
-    """A handler of the same streaming kind as `handler` that only aborts with `error`."""
-    code, message = status_of(error)
+    """A handler of the same streaming kind as `handler` that only aborts with
+    `error`, its google.rpc.Status details in the trailers as any other error's."""
+    status = rpc_status.to_status(rich_status(error))
 
     def unary(request, context):
-        context.abort(code, message)
+        context.abort_with_status(status)
 
     def streaming(request, context):
-        context.abort(code, message)
+        context.abort_with_status(status)
         yield  # pragma: no cover - makes this a generator, as a streaming handler must be
 
     if handler.request_streaming and handler.response_streaming:

@@ -175,6 +175,7 @@ def test_tokens_roles(token_server, jpeg):
             c.predict("sq", jpeg)
         assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
         assert "authorization: Bearer <token>" in err.value.message
+        assert err.value.reason == ("TOKEN_MISSING" if token is None else "TOKEN_UNKNOWN")
     with Client(addr, token=READ_TOKEN, timeout=30) as c:
         assert len(c.predict("sq", jpeg)) == 1
         results = list(c.explain_many([jpeg, jpeg], model="sq", method="grad_cam"))  # the token rides on streams
@@ -183,6 +184,7 @@ def test_tokens_roles(token_server, jpeg):
             c.load_model("sq2", "squeezenet1_1")
         assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
         assert "role admin" in err.value.message and "role is read" in err.value.message
+        assert err.value.reason == "ROLE_TOO_LOW" and err.value.metadata["required_role"] == "admin"
         assert "sq2" not in {m.model for m in c.list_models()}
         with pytest.raises(NetscopeError) as err:
             c.unload_model("sq")
