@@ -209,9 +209,13 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGUSR1, on_usr1)
     signal.signal(signal.SIGTERM, on_term)
     print("ADDRESS", server.address, flush=True)
+    parent = os.getppid()
     while True:
         wake.wait(0.5)
         wake.clear()
+        if os.getppid() != parent:  # the test process is gone (killed by a timeout): do not linger
+            server.stop(0)
+            return 1
         if asked["probe"] and probe_path:
             asked["probe"] = False
             tmp = Path(probe_path + ".tmp")
