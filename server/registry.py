@@ -428,8 +428,12 @@ class Registry:
         root = self.store.resolve()
         candidates = [root / name] + [root / (name + s) for s in CHECKPOINT_SUFFIXES if not name.endswith(s)]
         for path in candidates:
-            real = path.resolve()
-            if real.is_file():
+            try:
+                real = path.resolve()
+                found = real.is_file()
+            except OSError:  # a name too long for the file system, a symlink loop: no such checkpoint
+                continue
+            if found:
                 if root not in real.parents:
                     raise InvalidArgument(f"checkpoint {shown(name)} resolves outside the model store",
                                           reason="CHECKPOINT_OUTSIDE_STORE", field="source")

@@ -81,6 +81,7 @@ def test_no_message_shows_a_server_path(client, store, tmp_path, monkeypatch):
         lambda: client.load_model("p", "edges-garbage", arch="resnet18"),
         lambda: client.load_model("p", "resnet18", weights="DEFAULT"),
         lambda: client.load_model("p", "../x.pt"),
+        lambda: client.load_model("p", "é" * 300),  # over the file system's 255-byte name limit (found by the fuzzer)
     ]
     for call in calls:
         err = failure(call)
