@@ -40,7 +40,7 @@ REQUIRED_ROLE: dict[str, str] = {
     **{m: READ for m in REFLECTION_METHODS},  # OPEN with --open-reflection
     **{f"/netscope.v1.Inspector/{m}": READ for m in (
         "ListModels", "GetModelInfo", "Predict", "GetFeatureMaps", "GetKernels", "GetLayerStats", "Explain",
-        "ExplainStream")},
+        "ExplainStream", "GetServerInfo")},
     "/netscope.v1.Inspector/LoadModel": ADMIN,
     "/netscope.v1.Inspector/UnloadModel": ADMIN,
 }

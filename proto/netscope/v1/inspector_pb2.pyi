@@ -1,4 +1,5 @@
 from google.rpc import status_pb2 as _status_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -659,3 +660,128 @@ class ExplainStreamResponse(_message.Message):
     response: ExplainResponse
     error: ItemError
     def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ExplainResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BuildInfo(_message.Message):
+    __slots__ = ("git_commit", "python", "torch", "torchvision", "captum", "grpc", "cuda")
+    GIT_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    TORCH_FIELD_NUMBER: _ClassVar[int]
+    TORCHVISION_FIELD_NUMBER: _ClassVar[int]
+    CAPTUM_FIELD_NUMBER: _ClassVar[int]
+    GRPC_FIELD_NUMBER: _ClassVar[int]
+    CUDA_FIELD_NUMBER: _ClassVar[int]
+    git_commit: str
+    python: str
+    torch: str
+    torchvision: str
+    captum: str
+    grpc: str
+    cuda: str
+    def __init__(self, git_commit: _Optional[str] = ..., python: _Optional[str] = ..., torch: _Optional[str] = ..., torchvision: _Optional[str] = ..., captum: _Optional[str] = ..., grpc: _Optional[str] = ..., cuda: _Optional[str] = ...) -> None: ...
+
+class DeviceInfo(_message.Message):
+    __slots__ = ("name", "description", "total_memory_bytes", "capability")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    total_memory_bytes: int
+    capability: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., total_memory_bytes: _Optional[int] = ..., capability: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ServerLimits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_pixels", "max_batch", "stream_batch", "explain")
+    class ExplainEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    STREAM_BATCH_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_pixels: int
+    max_batch: int
+    stream_batch: int
+    explain: _containers.ScalarMap[str, int]
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_batch: _Optional[int] = ..., stream_batch: _Optional[int] = ..., explain: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class OptionSchema(_message.Message):
+    __slots__ = ("name", "type", "default", "minimum", "ceiling", "ceiling_value", "choices", "description", "methods")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    CEILING_FIELD_NUMBER: _ClassVar[int]
+    CEILING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default: _struct_pb2.Value
+    minimum: float
+    ceiling: str
+    ceiling_value: int
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    methods: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., minimum: _Optional[float] = ..., ceiling: _Optional[str] = ..., ceiling_value: _Optional[int] = ..., choices: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MethodInfo(_message.Message):
+    __slots__ = ("name", "family", "description", "source", "needs", "cost", "draws_noise", "may_batch", "signed", "options")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    DRAWS_NOISE_FIELD_NUMBER: _ClassVar[int]
+    MAY_BATCH_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    family: str
+    description: str
+    source: str
+    needs: _containers.RepeatedScalarFieldContainer[str]
+    cost: str
+    draws_noise: bool
+    may_batch: bool
+    signed: bool
+    options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., cost: _Optional[str] = ..., draws_noise: _Optional[bool] = ..., may_batch: _Optional[bool] = ..., signed: _Optional[bool] = ..., options: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "build", "devices", "dtypes", "colormaps", "limits", "methods", "options", "models", "default_method")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUILD_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    DTYPES_FIELD_NUMBER: _ClassVar[int]
+    COLORMAPS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    build: BuildInfo
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceInfo]
+    dtypes: _containers.RepeatedScalarFieldContainer[str]
+    colormaps: _containers.RepeatedScalarFieldContainer[str]
+    limits: ServerLimits
+    methods: _containers.RepeatedCompositeFieldContainer[MethodInfo]
+    options: _containers.RepeatedCompositeFieldContainer[OptionSchema]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    default_method: str
+    def __init__(self, version: _Optional[str] = ..., build: _Optional[_Union[BuildInfo, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceInfo, _Mapping]]] = ..., dtypes: _Optional[_Iterable[str]] = ..., colormaps: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[OptionSchema, _Mapping]]] = ..., models: _Optional[_Iterable[str]] = ..., default_method: _Optional[str] = ...) -> None: ...

@@ -84,6 +84,11 @@ class InspectorStub:
                 request_serializer=netscope_dot_v1_dot_inspector__pb2.ExplainStreamRequest.SerializeToString,
                 response_deserializer=netscope_dot_v1_dot_inspector__pb2.ExplainStreamResponse.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/netscope.v1.Inspector/GetServerInfo',
+                request_serializer=netscope_dot_v1_dot_inspector__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=netscope_dot_v1_dot_inspector__pb2.ServerInfo.FromString,
+                _registered_method=True)
 
 
 class InspectorServicer:
@@ -156,6 +161,13 @@ class InspectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """Discovery: what this server is, runs on, allows and can explain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InspectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +220,11 @@ def add_InspectorServicer_to_server(servicer, server):
                     servicer.ExplainStream,
                     request_deserializer=netscope_dot_v1_dot_inspector__pb2.ExplainStreamRequest.FromString,
                     response_serializer=netscope_dot_v1_dot_inspector__pb2.ExplainStreamResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=netscope_dot_v1_dot_inspector__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=netscope_dot_v1_dot_inspector__pb2.ServerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -480,6 +497,33 @@ class Inspector:
             '/netscope.v1.Inspector/ExplainStream',
             netscope_dot_v1_dot_inspector__pb2.ExplainStreamRequest.SerializeToString,
             netscope_dot_v1_dot_inspector__pb2.ExplainStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netscope.v1.Inspector/GetServerInfo',
+            netscope_dot_v1_dot_inspector__pb2.GetServerInfoRequest.SerializeToString,
+            netscope_dot_v1_dot_inspector__pb2.ServerInfo.FromString,
             options,
             channel_credentials,
             insecure,
