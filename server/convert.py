@@ -18,7 +18,7 @@ from netscope.v1 import inspector_pb2 as pb
 from . import device_decode, imaging, transfer
 from .errors import InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
 from .imaging import Preprocessing
-from .inspect import DEFAULT_MAX_TILES, GridSpec
+from .inspection import DEFAULT_MAX_TILES, GridSpec
 
 _NUMPY = {
     pb.FLOAT32: np.dtype("<f4"),
@@ -200,7 +200,7 @@ def images_to_batch(images: Sequence[pb.Image], recipe: Preprocessing, *, max_pi
 # ---------------------------------------------------------------- inspection
 
 def grid_spec(options: pb.GridOptions) -> GridSpec:
-    """GridOptions -> inspect.GridSpec (zero fields mean the defaults)."""
+    """GridOptions -> inspection.GridSpec (zero fields mean the defaults)."""
     return GridSpec(colormap=options.colormap or "gray", upsample_to_input=options.upsample_to_input,
                     max_tiles=options.max_tiles or DEFAULT_MAX_TILES, nrow=options.nrow,
                     padding=options.padding if options.padding else 2, tile_size=options.tile_size)

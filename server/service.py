@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from . import cancel, convert, explain, explain_batching, faithfulness, inspect, predict
+from . import cancel, convert, explain, explain_batching, faithfulness, inspection, predict
 from .errors import NetscopeError, code_of, rich_status
 from .string_caps import check_strings
 from .imaging import DEFAULT_MAX_PIXELS
@@ -206,7 +206,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         x = self.batch(m, request.images)
         grid = convert.grid_spec(request.grid) if request.grid.render else None
         clock.lap("preprocess")
-        images = m.run(lambda: inspect.feature_maps(m.module, m.to_device(x), list(request.layers),
+        images = m.run(lambda: inspection.feature_maps(m.module, m.to_device(x), list(request.layers),
                                                     channels=list(request.channels),
                                                     top_channels=request.top_channels, grid=grid,
                                                     with_tensor=not request.omit_tensor,
@@ -222,7 +222,7 @@ class InspectorService(pb_grpc.InspectorServicer):
     @rpc
     def GetKernels(self, request, context):
         m = self.registry.get(request.model)
-        k = m.run(inspect.kernels, m.module, request.layer, mode=convert.kernel_mode(request.mode),
+        k = m.run(inspection.kernels, m.module, request.layer, mode=convert.kernel_mode(request.mode),
                   grid=convert.grid_spec(request.grid), with_tensor=not request.omit_tensor,
                   max_bytes=self.limits.max_message_bytes)
         out = pb.KernelsResponse(layer=k.layer, grid_png=k.grid_png, mode=convert.kernel_mode_code(k.mode),
@@ -238,7 +238,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         x = self.batch(m, request.images) if request.images else None
         target = convert.target_class(request.target, m.class_names) if request.HasField("target") else None
         clock.lap("preprocess")
-        result = m.run(lambda: inspect.layer_stats(m.module, list(request.layers), bins=request.bins,
+        result = m.run(lambda: inspection.layer_stats(m.module, list(request.layers), bins=request.bins,
                                                    hist_range=(request.hist_min, request.hist_max),
                                                    x=m.to_device(x) if x is not None else None, target=target,
                                                    labels=list(request.labels) or None,

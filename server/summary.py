@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .inspect import is_conv
+from .inspection import is_conv
 
 _active: contextvars.ContextVar[object] = contextvars.ContextVar("netscope_summary", default=None)
 

@@ -10,7 +10,7 @@ from .inspect_helpers import decode_png, hand_uint8
 from netscope.server import imaging
 from netscope.server.errors import InvalidArgument, NotFound, ResourceExhausted
 from netscope.server.hooks import hook_count
-from netscope.server.inspect import GridSpec, conv_layers, kernels
+from netscope.server.inspection import GridSpec, conv_layers, kernels
 
 
 def tile_at(img: np.ndarray, t: int, nrow: int, h: int, w: int, pad: int) -> np.ndarray:

@@ -14,9 +14,9 @@ import torch
 import torchvision
 
 from netscope.client import NetscopeError
-from netscope.server import inspect
+from netscope.server import inspection
 from netscope.server.hooks import hook_count
-from netscope.server.inspect import GridSpec
+from netscope.server.inspection import GridSpec
 
 from .inspect_helpers import CLASSES, RECIPE, SIZE, save_checkpoint
 
@@ -43,7 +43,7 @@ def test_feature_maps_equal_in_process(client, insp, ref, served, pngs, batch):
     before = hook_count(served)
     got = client.feature_maps(insp, pngs, layers, top_channels=6, grid=True, upsample=True, colormap="viridis",
                               max_tiles=4, nrow=2)
-    want = inspect.feature_maps(ref, batch, layers, top_channels=6,
+    want = inspection.feature_maps(ref, batch, layers, top_channels=6,
                                 grid=GridSpec(colormap="viridis", upsample_to_input=True, max_tiles=4, nrow=2))
     assert len(got) == 2
     for g_img, w_img in zip(got, want):
@@ -62,7 +62,7 @@ def test_feature_maps_equal_in_process(client, insp, ref, served, pngs, batch):
 
 def test_feature_maps_of_selected_channels_without_tensors(client, insp, ref, batch):
     got = client.feature_maps(insp, batch.numpy(), ["layer3.0.bn1"], channels=[7, 3], tensors=False)
-    want = inspect.feature_maps(ref, batch, ["layer3.0.bn1"], channels=[7, 3])
+    want = inspection.feature_maps(ref, batch, ["layer3.0.bn1"], channels=[7, 3])
     for i in range(2):
         g, w = got[i]["layer3.0.bn1"], want[i][0]
         assert g.activation is None and g.channels == [7, 3] and g.shape == [256, 4, 4]
@@ -71,12 +71,12 @@ def test_feature_maps_of_selected_channels_without_tensors(client, insp, ref, ba
 
 def test_kernels_equal_in_process(client, insp, ref):
     got = client.kernels(insp, "conv1", tile_size=21, max_tiles=16)
-    want = inspect.kernels(ref, "conv1", grid=GridSpec(tile_size=21, max_tiles=16))
+    want = inspection.kernels(ref, "conv1", grid=GridSpec(tile_size=21, max_tiles=16))
     assert got.mode == "rgb" and (got.tiles, got.total_tiles) == (16, 64)
     np.testing.assert_array_equal(got.weight, ref.conv1.weight.detach().numpy())
     assert got.grid_png == want.grid_png
     got = client.kernels(insp, "layer2.0.conv1", mode="mean_input", colormap="jet", tensor=False)
-    want = inspect.kernels(ref, "layer2.0.conv1", mode="mean_input", grid=GridSpec(colormap="jet"))
+    want = inspection.kernels(ref, "layer2.0.conv1", mode="mean_input", grid=GridSpec(colormap="jet"))
     assert got.weight is None and got.mode == "mean_input" and got.total_tiles == 128
     assert got.grid_png == want.grid_png
 
@@ -88,7 +88,7 @@ def test_layer_stats_equal_in_process(client, insp, ref, served, pngs, batch, ho
     kw = dict(how)
     if kw.get("target") == "class3":
         kw["target"] = 3
-    want = inspect.layer_stats(ref, layers, bins=9, x=batch, **kw)
+    want = inspection.layer_stats(ref, layers, bins=9, x=batch, **kw)
     assert got.loss == pytest.approx(want.loss, rel=1e-6)
     assert [l.layer for l in got.layers] == layers
     for g, w in zip(got.layers, want.layers):
@@ -108,7 +108,7 @@ def test_layer_stats_equal_in_process(client, insp, ref, served, pngs, batch, ho
 def test_layer_stats_weights_only_for_every_layer(client, insp, ref):
     got = client.layer_stats(insp)
     assert got.loss is None
-    assert [l.layer for l in got.layers] == inspect.parameter_layers(ref)
+    assert [l.layer for l in got.layers] == inspection.parameter_layers(ref)
     assert all(p.grad is None for l in got.layers for p in l.parameters)
     fc = got.layer("fc").parameters[0]
     w = ref.fc.weight.detach().double()

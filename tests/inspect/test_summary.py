@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from netscope.server.hooks import hook_count
-from netscope.server.inspect import conv_layers
+from netscope.server.inspection import conv_layers
 from netscope.server.summary import summarize
 
 from .inspect_helpers import seeded_resnet18
