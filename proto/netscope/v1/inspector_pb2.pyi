@@ -137,15 +137,36 @@ class BatchingOptions(_message.Message):
     max_queue: int
     def __init__(self, max_batch_size: _Optional[int] = ..., max_delay_ms: _Optional[float] = ..., max_queue: _Optional[int] = ...) -> None: ...
 
+class ModelOptions(_message.Message):
+    __slots__ = ("device", "dtype", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_LAST_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_DECODE_FIELD_NUMBER: _ClassVar[int]
+    PIN_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    dtype: str
+    batching: BatchingOptions
+    channels_last: bool
+    compile: str
+    compile_batch_sizes: _containers.RepeatedScalarFieldContainer[int]
+    device_decode: bool
+    pin_memory: bool
+    def __init__(self, device: _Optional[str] = ..., dtype: _Optional[str] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ...) -> None: ...
+
 class LoadModelRequest(_message.Message):
-    __slots__ = ("model", "source", "weights", "device", "dtype", "arch", "num_classes", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory")
+    __slots__ = ("model", "source", "weights", "arch", "num_classes", "options", "device", "dtype", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
-    DEVICE_FIELD_NUMBER: _ClassVar[int]
-    DTYPE_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     BATCHING_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_LAST_FIELD_NUMBER: _ClassVar[int]
     COMPILE_FIELD_NUMBER: _ClassVar[int]
@@ -155,17 +176,18 @@ class LoadModelRequest(_message.Message):
     model: str
     source: str
     weights: str
-    device: str
-    dtype: str
     arch: str
     num_classes: int
+    options: ModelOptions
+    device: str
+    dtype: str
     batching: BatchingOptions
     channels_last: bool
     compile: str
     compile_batch_sizes: _containers.RepeatedScalarFieldContainer[int]
     device_decode: bool
     pin_memory: bool
-    def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., weights: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., arch: _Optional[str] = ..., num_classes: _Optional[int] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., weights: _Optional[str] = ..., arch: _Optional[str] = ..., num_classes: _Optional[int] = ..., options: _Optional[_Union[ModelOptions, _Mapping]] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ("info",)
@@ -234,7 +256,7 @@ class LayerInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., mult_adds: _Optional[int] = ..., cam_target: _Optional[bool] = ..., depth: _Optional[int] = ..., is_leaf: _Optional[bool] = ..., conv: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "arch", "source", "weights", "device", "dtype", "input_size", "preprocessing", "class_names", "num_parameters", "trainable_parameters", "flops", "layers", "pretrained", "note", "default_cam_layer", "mult_adds", "parameter_bytes", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory", "min_input_size")
+    __slots__ = ("model", "arch", "source", "weights", "device", "dtype", "input_size", "preprocessing", "class_names", "num_parameters", "trainable_parameters", "flops", "layers", "pretrained", "note", "default_cam_layer", "mult_adds", "parameter_bytes", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory", "min_input_size", "options")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +282,7 @@ class ModelInfo(_message.Message):
     DEVICE_DECODE_FIELD_NUMBER: _ClassVar[int]
     PIN_MEMORY_FIELD_NUMBER: _ClassVar[int]
     MIN_INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     arch: str
     source: str
@@ -285,7 +308,8 @@ class ModelInfo(_message.Message):
     device_decode: bool
     pin_memory: bool
     min_input_size: int
-    def __init__(self, model: _Optional[str] = ..., arch: _Optional[str] = ..., source: _Optional[str] = ..., weights: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., input_size: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., flops: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., pretrained: _Optional[bool] = ..., note: _Optional[str] = ..., default_cam_layer: _Optional[str] = ..., mult_adds: _Optional[int] = ..., parameter_bytes: _Optional[int] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ..., min_input_size: _Optional[int] = ...) -> None: ...
+    options: ModelOptions
+    def __init__(self, model: _Optional[str] = ..., arch: _Optional[str] = ..., source: _Optional[str] = ..., weights: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., input_size: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., flops: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., pretrained: _Optional[bool] = ..., note: _Optional[str] = ..., default_cam_layer: _Optional[str] = ..., mult_adds: _Optional[int] = ..., parameter_bytes: _Optional[int] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ..., min_input_size: _Optional[int] = ..., options: _Optional[_Union[ModelOptions, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model", "images", "top_k", "return_probabilities")
@@ -556,7 +580,7 @@ class ExplainOptions(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ..., seed: _Optional[int] = ..., fem_k: _Optional[float] = ..., finer_alpha: _Optional[float] = ..., finer_classes: _Optional[int] = ..., kpca_kernel: _Optional[str] = ..., kpca_gamma: _Optional[float] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "images", "method", "target", "layers", "options", "render_overlay", "render_heatmap", "render")
+    __slots__ = ("model", "images", "method", "target", "layers", "options", "render_overlay", "render_heatmap", "render", "targets")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -566,6 +590,7 @@ class ExplainRequest(_message.Message):
     RENDER_OVERLAY_FIELD_NUMBER: _ClassVar[int]
     RENDER_HEATMAP_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     model: str
     images: _containers.RepeatedCompositeFieldContainer[Image]
     method: str
@@ -575,7 +600,8 @@ class ExplainRequest(_message.Message):
     render_overlay: bool
     render_heatmap: bool
     render: RenderOptions
-    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[ExplainOptions, _Mapping]] = ..., render_overlay: _Optional[bool] = ..., render_heatmap: _Optional[bool] = ..., render: _Optional[_Union[RenderOptions, _Mapping]] = ...) -> None: ...
+    targets: _containers.RepeatedCompositeFieldContainer[Target]
+    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[ExplainOptions, _Mapping]] = ..., render_overlay: _Optional[bool] = ..., render_heatmap: _Optional[bool] = ..., render: _Optional[_Union[RenderOptions, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ...) -> None: ...
 
 class Faithfulness(_message.Message):
     __slots__ = ("deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence", "road_morf", "road_lerf")
