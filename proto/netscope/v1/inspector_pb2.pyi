@@ -88,12 +88,16 @@ class Timing(_message.Message):
     def __init__(self, queue_ms: _Optional[float] = ..., preprocess_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ..., device_batch_size: _Optional[int] = ...) -> None: ...
 
 class RenderOptions(_message.Message):
-    __slots__ = ("colormap", "alpha")
+    __slots__ = ("colormap", "alpha", "sign", "clip_percentile")
     COLORMAP_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
+    SIGN_FIELD_NUMBER: _ClassVar[int]
+    CLIP_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     colormap: str
     alpha: float
-    def __init__(self, colormap: _Optional[str] = ..., alpha: _Optional[float] = ...) -> None: ...
+    sign: str
+    clip_percentile: float
+    def __init__(self, colormap: _Optional[str] = ..., alpha: _Optional[float] = ..., sign: _Optional[str] = ..., clip_percentile: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
