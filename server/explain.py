@@ -38,6 +38,7 @@ from . import attributions, cams, torch_thread
 from .maps import first_component, normalize, too_small, upsample  # noqa: F401 (part of this module's interface)
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
 from .hooks import find_layer
+from .default_layers import default_layer, suggest_layers  # noqa: F401 (part of this module's interface)
 
 # ---------------------------------------------------------------- methods
 
@@ -171,87 +172,6 @@ class Explanation:
 
 
 # ---------------------------------------------------------------- layers
-
-
-def default_layer(model: nn.Module, arch: str = "") -> str:
-    """The layer a CAM explains by default: the last convolutional block
-    (the last encoder block's input for vision transformers, whose patch
-    tokens feed the class token through attention; the class token itself
-    never feeds back into them)."""
-    kind = type(model).__name__
-    modules = dict(model.named_modules())
-    name = _FAMILY_DEFAULT.get(kind)
-    if callable(name):
-        name = name(model)
-    if name is None and arch:
-        for prefix, layer in _ARCH_DEFAULT:
-            if arch.startswith(prefix):
-                name = layer
-                break
-    if name is not None and name in modules:
-        return name
-    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise InvalidArgument(f"{kind} has no Conv2d layer to explain; name a layer with a spatial (N, C, H, W) output")
-    return convs[-1]
-
-
-def _last_relu(seq_name: str):
-    """The last ReLU inside `seq_name`, nested blocks included: the last
-    conv's activation before the final pool, non-negative as the Grad-CAM
-    family's weights assume (XGrad-CAM divides by each channel's sum)."""
-
-    def pick(model: nn.Module) -> str | None:
-        seq = dict(model.named_modules()).get(seq_name)
-        if seq is None:
-            return None
-        relus = [name for name, m in seq.named_modules() if isinstance(m, nn.ReLU)]
-        return f"{seq_name}.{relus[-1]}" if relus else seq_name
-
-    return pick
-
-
-def _vit_default(model: nn.Module) -> str | None:
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    if layers is None or len(layers) == 0:
-        return None
-    last = list(layers.named_children())[-1][0]
-    return f"encoder.layers.{last}.ln_1"
-
-
-_FAMILY_DEFAULT = {
-    "ResNet": "layer4",
-    "VGG": _last_relu("features"),  # the last conv's ReLU, before the last max-pool
-    "AlexNet": _last_relu("features"),
-    "SimpleCNN": _last_relu("features"),  # ours: the last block's last ReLU, before its max-pool
-    "DenseNet": "features",
-    "MobileNetV2": "features",
-    "MobileNetV3": "features",
-    "EfficientNet": "features",
-    "ConvNeXt": "features",
-    "RegNet": "trunk_output",
-    "SqueezeNet": "features",
-    "MNASNet": "layers",
-    "ShuffleNetV2": "conv5",
-    "GoogLeNet": "inception5b",
-    "Inception3": "Mixed_7c",
-    "VisionTransformer": _vit_default,
-    "SwinTransformer": "norm",
-    "MaxVit": "blocks",
-}
-_ARCH_DEFAULT = [("resnet", "layer4"), ("resnext", "layer4"), ("wide_resnet", "layer4"), ("densenet", "features")]
-
-
-def suggest_layers(model: nn.Module, arch: str = "") -> str:
-    """A hint listing layers that would work for a CAM."""
-    modules = dict(model.named_modules())
-    convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)][-3:]
-    try:
-        default = default_layer(model, arch)
-    except InvalidArgument:
-        default = None
-    names = ([default] if default else []) + [c for c in reversed(convs) if c != default]
-    return ", ".join(repr(n) for n in names)
 
 
 def resolve_layers(model: nn.Module, method: str, layers: Sequence[str] | None, arch: str = "") -> list[str]:
