@@ -260,6 +260,120 @@ def _channels_view(a: torch.Tensor, axis: int) -> torch.Tensor:
     return a.movedim(axis, 0).reshape(a.shape[axis], -1)
 
 
+@dataclass(frozen=True)
+class _LayerPlan:
+    """What one layer's answer will hold, sized before anything is copied or drawn."""
+
+    layer: str
+    shape: tuple[int, ...]  # per-image output shape
+    axis: int  # channel axis of `shape` (-1 for a scalar output)
+    k: int  # channels returned per image
+    grid_hw: tuple[int, int] | None  # (H, W) pixels of each image's PNG grid; None: no grid is drawn
+    size: int  # estimated bytes of one image's LayerActivation on the wire
+
+
+def _feature_request(layers: Sequence[str], channels: Sequence[int], top_channels: int) -> tuple[list[str], list[int]]:
+    """(layer names, channel indices) without repeats, in request order; InvalidArgument on a bad combination."""
+    names = list(dict.fromkeys(layers))
+    if not names:
+        raise InvalidArgument("name at least one layer")
+    if channels and top_channels:
+        raise InvalidArgument("ask for either channels or top_channels, not both")
+    if top_channels < 0:
+        raise InvalidArgument(f"top_channels must not be negative; got {top_channels}")
+    wanted = list(dict.fromkeys(int(c) for c in channels))
+    if any(c < 0 for c in wanted):
+        raise InvalidArgument(f"channel indices must not be negative; got {sorted(c for c in wanted if c < 0)}")
+    return names, wanted
+
+
+def _capture_outputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Each named layer's output (batch first) from one forward pass, without gradients."""
+    # Check points at every block (the caller gone: stop; a waiting Predict: run it).
+    with torch.inference_mode(), capture(model, names) as cap, torch_thread.yielding(model):
+        _run(model, x)
+        cap.require_all()
+        return {n: cap.output(n) for n in names}
+
+
+def _plan_layer(
+    name: str,
+    out: torch.Tensor,
+    batch: int,
+    wanted: list[int],
+    top_channels: int,
+    grid: GridSpec | None,
+    with_tensor: bool,
+    size_hw: tuple[int, int],
+) -> _LayerPlan:
+    """The shape, channel count, grid size and answer size of one layer's output."""
+    if out.dim() == 0 or out.shape[0] != batch:
+        raise FailedPrecondition(
+            f"layer {name!r} output has shape {tuple(out.shape)}, with no batch dimension of {batch}"
+        )
+    shape = tuple(int(s) for s in out.shape[1:])
+    axis = channel_axis(shape)
+    n_ch = shape[axis] if axis >= 0 else 1
+    if wanted:
+        bad = [c for c in wanted if c >= n_ch]
+        if bad:
+            raise InvalidArgument(f"layer {name!r} has {n_ch} channels (0..{n_ch - 1}); no channel {bad[0]}")
+        k = len(wanted)
+    elif top_channels:
+        k = min(top_channels, n_ch)
+    else:
+        k = n_ch
+    per_channel = math.prod(s for i, s in enumerate(shape) if i != axis) if shape else 1
+    size = 64 + len(name) + 3 * 6 * k + 10 * len(shape)
+    if with_tensor:
+        size += 4 * k * per_channel + 32
+    grid_hw = None
+    if grid is not None and len(shape) == 3 and k:  # grids for spatial (C, H, W) outputs only
+        tile = size_hw if grid.upsample_to_input else shape[1:]
+        grid_hw = _grid_shape(min(k, grid.tiles_limit), _tile_hw(tuple(tile), grid.tile_size), grid.nrow, grid.padding)
+        size += _png_estimate(grid_hw)
+    return _LayerPlan(name, shape, axis, k, grid_hw, size)
+
+
+def _select_channels(means: torch.Tensor, wanted: list[int], top_channels: int, k: int) -> torch.Tensor:
+    """Indices (long) of the channels to return: `wanted`, the `k` highest means (stable), or all."""
+    if wanted:
+        return torch.tensor(wanted, dtype=torch.long, device=means.device)
+    if top_channels:
+        return torch.sort(means, descending=True, stable=True).indices[:k]
+    return torch.arange(means.shape[0], device=means.device)
+
+
+def _image_activation(
+    plan: _LayerPlan,
+    a: torch.Tensor,
+    wanted: list[int],
+    top_channels: int,
+    grid: GridSpec | None,
+    with_tensor: bool,
+    size_hw: tuple[int, int],
+) -> LayerActivation:
+    """One image's float32 output `a` of one layer -> its selected channels, statistics and grid."""
+    cv = _channels_view(a, plan.axis)  # (C, rest)
+    means, maxes = cv.mean(dim=1), cv.amax(dim=1)
+    idx = _select_channels(means, wanted, top_channels, plan.k)
+    sel = a.index_select(plan.axis, idx) if plan.axis >= 0 else a
+    png = b""
+    if grid is not None and plan.grid_hw is not None:
+        maps = sel[: grid.tiles_limit].cpu().numpy()
+        png = _render(list(maps), grid, upsample_to=size_hw if grid.upsample_to_input else None)
+    return LayerActivation(
+        layer=plan.layer,
+        shape=plan.shape,
+        channel_axis=plan.axis,
+        channels=[int(c) for c in idx.tolist()],
+        activation=sel.cpu().contiguous() if with_tensor else None,
+        channel_mean=means[idx].cpu().numpy().astype(np.float32),
+        channel_max=maxes[idx].cpu().numpy().astype(np.float32),
+        grid_png=png,
+    )
+
+
 def feature_maps(
     model: nn.Module,
     x: torch.Tensor,
@@ -274,105 +388,37 @@ def feature_maps(
 ) -> list[list[LayerActivation]]:
     """Per image (batch order), per layer (request order): what the layer outputs.
 
+    `x` is a batch (N, C, H, W), moved to the model's device and dtype.
     `channels` selects channels by index, `top_channels` the N with the highest
     mean activation for each image (highest first, ties by lower index); by
     default all. `grid` also renders the returned channels (the first
     `max_tiles`) as a PNG. `input_size` (H, W) is what `upsample_to_input`
     scales to (default: x's own). Over `max_bytes`: ResourceExhausted, before
-    anything is copied or drawn.
+    anything is copied or drawn. Bad layers, channels or inputs:
+    InvalidArgument / NotFound; a layer output without the batch dimension:
+    FailedPrecondition.
     """
-    names = list(dict.fromkeys(layers))
-    if not names:
-        raise InvalidArgument("name at least one layer")
-    if channels and top_channels:
-        raise InvalidArgument("ask for either channels or top_channels, not both")
-    if top_channels < 0:
-        raise InvalidArgument(f"top_channels must not be negative; got {top_channels}")
-    wanted = list(dict.fromkeys(int(c) for c in channels))
-    if any(c < 0 for c in wanted):
-        raise InvalidArgument(f"channel indices must not be negative; got {sorted(c for c in wanted if c < 0)}")
+    names, wanted = _feature_request(layers, channels, top_channels)
     x = _as_input(model, x)
     size_hw = tuple(input_size) if input_size else tuple(x.shape[-2:])
     batch = x.shape[0]
-
-    # Check points at every block (the caller gone: stop; a waiting Predict: run it).
-    with torch.inference_mode(), capture(model, names) as cap, torch_thread.yielding(model):
-        _run(model, x)
-        cap.require_all()
-        outs = {n: cap.output(n) for n in names}
+    outs = _capture_outputs(model, x, names)
 
     # What will be returned, and how big it is, before any copy or drawing.
-    plan = []
-    estimate = 0
-    for n in names:
-        out = outs[n]
-        if out.dim() == 0 or out.shape[0] != batch:
-            raise FailedPrecondition(
-                f"layer {n!r} output has shape {tuple(out.shape)}, with no batch dimension of {batch}"
-            )
-        shape = tuple(int(s) for s in out.shape[1:])
-        axis = channel_axis(shape)
-        n_ch = shape[axis] if axis >= 0 else 1
-        if wanted:
-            bad = [c for c in wanted if c >= n_ch]
-            if bad:
-                raise InvalidArgument(f"layer {n!r} has {n_ch} channels (0..{n_ch - 1}); no channel {bad[0]}")
-            k = len(wanted)
-        elif top_channels:
-            k = min(top_channels, n_ch)
-        else:
-            k = n_ch
-        per_channel = math.prod(s for i, s in enumerate(shape) if i != axis) if shape else 1
-        size = 64 + len(n) + 3 * 6 * k + 10 * len(shape)
-        if with_tensor:
-            size += 4 * k * per_channel + 32
-        spatial = len(shape) == 3
-        grid_hw = None
-        if grid is not None and spatial and k:
-            tile = size_hw if grid.upsample_to_input else shape[1:]
-            grid_hw = _grid_shape(min(k, grid.tiles_limit), _tile_hw(tuple(tile), grid.tile_size), grid.nrow, grid.padding)
-            size += _png_estimate(grid_hw)
-        estimate += size * batch
-        plan.append((n, shape, axis, k, spatial))
+    plans = [_plan_layer(n, outs[n], batch, wanted, top_channels, grid, with_tensor, size_hw) for n in names]
     _check_size(
-        estimate,
+        sum(p.size for p in plans) * batch,
         max_bytes,
         "feature maps answer",
         "ask for fewer images, layers or channels (channels, top_channels), set omit_tensor, or draw fewer/smaller tiles",
     )
 
     results: list[list[LayerActivation]] = [[] for _ in range(batch)]
-    for n, shape, axis, k, spatial in plan:
-        out = outs[n].float()
+    for plan in plans:
+        out = outs[plan.layer].float()
         for i in range(batch):
             torch_thread.checkpoint()  # drawing a batch's grids takes a while: stop if the caller has gone
-            a = out[i]
-            cv = _channels_view(a, axis)  # (C, rest)
-            means, maxes = cv.mean(dim=1), cv.amax(dim=1)
-            if wanted:
-                idx = torch.tensor(wanted, dtype=torch.long, device=a.device)
-            elif top_channels:
-                order = torch.sort(means, descending=True, stable=True).indices
-                idx = order[:k]
-            else:
-                idx = torch.arange(cv.shape[0], device=a.device)
-            sel = a.index_select(axis, idx) if axis >= 0 else a
-            png = b""
-            if grid is not None and spatial and k:
-                maps = sel[: grid.tiles_limit].cpu().numpy()
-                png = _render(list(maps), grid, upsample_to=size_hw if grid.upsample_to_input else None)
-            results[i].append(
-                LayerActivation(
-                    layer=n,
-                    shape=shape,
-                    channel_axis=axis,
-                    channels=[int(c) for c in idx.tolist()],
-                    activation=sel.cpu().contiguous() if with_tensor else None,
-                    channel_mean=means[idx].cpu().numpy().astype(np.float32),
-                    channel_max=maxes[idx].cpu().numpy().astype(np.float32),
-                    grid_png=png,
-                )
-            )
+            results[i].append(_image_activation(plan, out[i], wanted, top_channels, grid, with_tensor, size_hw))
     return results
 
 
