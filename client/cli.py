@@ -371,7 +371,8 @@ def cmd_explain(args) -> int:
             # several get a folder each.
             folder = out if len(methods) == 1 else out / method
             spec = explain_request(args.model, [], method, args.target, args.layer or (), True, False,
-                                   args.colormap, args.alpha, args.metrics, 0, options)
+                                   args.colormap, args.alpha, args.metrics, 0, options, sign=args.sign,
+                                   clip_percentile=args.clip_percentile)
             job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight,
                                   timeout=args.timeout, on_server_lost=lost, connect=connection(args))
             bar.set_description(method)
@@ -798,8 +799,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="")
     option_flag(p, "any other explanation option (repeatable), e.g. samples=200, seed=1, aug_smooth=true, "
                    "noise_tunnel=smoothgrad, fem_k=1.5, kpca_kernel=rbf")
-    p.add_argument("--colormap", default="jet")
-    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--colormap", default="",
+                   help="overlay colormap (default: the sign's: jet for heat, bwr for all, reds/blues/greens for "
+                        "positive/negative/absolute_value)")
+    p.add_argument("--alpha", type=float, default=0.0,
+                   help="overlay opacity in [0, 1] (default 0.5 for heat; 0.8 at the strongest signed value)")
+    p.add_argument("--sign", default="", choices=["auto", "heat", "all", "positive", "negative", "absolute_value"],
+                   help="how the map's sign is drawn (default auto: heat for CAMs, all for signed attributions: "
+                        "a diverging map centred on 0 blended as an alpha mask, absolute_value for saliency)")
+    p.add_argument("--clip-percentile", type=float, default=None, metavar="PERCENT",
+                   help="signed modes: percent of the |attribution| mass that saturates the colormap, as Captum's "
+                        "outlier_perc (default 2)")
     p.add_argument("--metrics", action="store_true",
                    help="faithfulness metrics per image in the index, and their means per method")
     p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")

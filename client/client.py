@@ -533,31 +533,43 @@ class Client:
 
     def explain(self, model: str, images, *, method: str = "grad_cam", target: int | str | None = None,
                 top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False, heatmap_png: bool = False,
-                colormap: str = "", alpha: float = 0.0, faithfulness: bool = False, timeout: float | None = None,
+                colormap: str = "", alpha: float = 0.0, sign: str = "", clip_percentile: float | None = None,
+                faithfulness: bool = False, timeout: float | None = None,
                 **options) -> list[list[ClassExplanation]]:
         """Per image (in order), one ClassExplanation per target class. `options`
         are ExplainOptions fields: steps, baseline, window, stride, batch_size,
         noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise, seed, fem_k,
         finer_alpha, finer_classes, kpca_kernel, kpca_gamma. Leave an option
-        out for the method's default; a count set to 0 is refused (INVALID_ARGUMENT)."""
+        out for the method's default; a count set to 0 is refused (INVALID_ARGUMENT).
+
+        Pictures (overlay / heatmap_png): `sign` "" or "auto" (the method's
+        own: CAMs "heat", signed attributions "all", saliency
+        "absolute_value"), "heat" (min-max onto `colormap`), "all" (diverging,
+        0 white, positive red, negative blue), "positive", "negative",
+        "absolute_value"; `clip_percentile` the percent of |attribution| mass
+        that saturates (signed modes; default 2, as Captum); `alpha` the
+        opacity (0: 0.5 for heat, 0.8 at the strongest signed value)."""
         return self.explain_timed(model, images, method=method, target=target, top_k=top_k, layers=layers,
                                   overlay=overlay, heatmap_png=heatmap_png, colormap=colormap, alpha=alpha,
+                                  sign=sign, clip_percentile=clip_percentile,
                                   faithfulness=faithfulness, timeout=timeout, **options)[0]
 
     def explain_timed(self, model: str, images, *, method: str = "grad_cam", target: int | str | None = None,
                       top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,
-                      heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, faithfulness: bool = False,
+                      heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, sign: str = "",
+                      clip_percentile: float | None = None, faithfulness: bool = False,
                       timeout: float | None = None, **options) -> tuple[list[list[ClassExplanation]], Timing]:
         """Like explain, with the server's time split (queue time, and the
         device batch the request rode in when the model batches)."""
         req = explain_request(model, _images(images), method, target, layers, overlay, heatmap_png, colormap, alpha,
-                              faithfulness, top_k, options)
+                              faithfulness, top_k, options, sign=sign, clip_percentile=clip_percentile)
         resp = self.call("Explain", req, timeout)
         return _explanations(resp), Timing.from_proto(resp.timing)
 
     def explain_many(self, items, *, model: str, method: str = "grad_cam", target: int | str | None = None,
                      top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,
-                     heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, faithfulness: bool = False,
+                     heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, sign: str = "",
+                     clip_percentile: float | None = None, faithfulness: bool = False,
                      in_flight: int = 64, timeout: float | None = None, **options) -> Iterator[StreamResult]:
         """Explain many images over one stream, yielding results as they finish.
         `items` is any iterable (read lazily) of images or (id, image) pairs; at
@@ -565,7 +577,7 @@ class Client:
         in_flight at two of the server's stream batches (32 by default) or more,
         so the next batch is waiting while one computes."""
         spec = explain_request(model, [], method, target, layers, overlay, heatmap_png, colormap, alpha,
-                               faithfulness, top_k, options)
+                               faithfulness, top_k, options, sign=sign, clip_percentile=clip_percentile)
         slots = threading.Semaphore(in_flight)
 
         def requests():
@@ -633,10 +645,12 @@ def _explanations(resp: pb.ExplainResponse) -> list[list[ClassExplanation]]:
 
 
 def explain_request(model: str, images, method: str, target, layers, overlay: bool, heatmap_png: bool,
-                    colormap: str, alpha: float, faithfulness: bool, top_k: int, options: dict) -> pb.ExplainRequest:
+                    colormap: str, alpha: float, faithfulness: bool, top_k: int, options: dict, *, sign: str = "",
+                    clip_percentile: float | None = None) -> pb.ExplainRequest:
     req = pb.ExplainRequest(model=model, images=images, method=method, layers=[layers] if isinstance(layers, str) else list(layers),
                             render_overlay=overlay, render_heatmap=heatmap_png,
-                            render=pb.RenderOptions(colormap=colormap, alpha=alpha),
+                            render=pb.RenderOptions(colormap=colormap, alpha=alpha, sign=sign,
+                                                    clip_percentile=clip_percentile),
                             options=pb.ExplainOptions(faithfulness=faithfulness, **options))
     t = _target(target)
     if t is not None:

@@ -15,7 +15,7 @@ import torch
 
 from netscope.v1 import inspector_pb2 as pb
 
-from . import device_decode, imaging, transfer
+from . import device_decode, imaging, rendering, transfer
 from .errors import InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
 from .imaging import Preprocessing
 from .inspection import DEFAULT_MAX_TILES, GridSpec
@@ -296,11 +296,7 @@ def explain_options(options: pb.ExplainOptions):
 
 def check_render(request: pb.ExplainRequest) -> None:
     """Refuse bad rendering options before any work (not after the maps)."""
-    imaging.colorize(np.zeros((1, 1), np.uint8), request.render.colormap or "jet")  # unknown: InvalidArgument
-    alpha = request.render.alpha
-    if not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
-        raise InvalidArgument(f"render.alpha must be an overlay opacity in [0, 1] (0: the default 0.5); got {alpha}",
-                              field="render.alpha")
+    rendering.resolve(request.render, request.method, request.options.noise_tunnel)
 
 
 def _png_bytes(h: int, w: int) -> int:
@@ -350,13 +346,12 @@ def class_map_to_proto(cm, x: torch.Tensor, recipe: Preprocessing, request: pb.E
     msg = pb.ClassExplanation(target=cm.target, label=cm.label, score=cm.score, probability=cm.probability)
     msg.heatmap.CopyFrom(tensor_to_proto(cm.heatmap))
     msg.heatmap_upsampled.CopyFrom(tensor_to_proto(cm.upsampled))
-    colormap = request.render.colormap or "jet"
-    if request.render_overlay:
-        alpha = request.render.alpha or 0.5  # 0 is "unset" on the wire
-        msg.overlay_png = imaging.encode_png(imaging.overlay(imaging.denormalize(x, recipe), cm.upsampled.numpy(),
-                                                             colormap, alpha))
-    if request.render_heatmap:
-        msg.heatmap_png = imaging.encode_png(imaging.colorize(imaging.to_uint8(cm.upsampled.numpy()), colormap))
+    if request.render_overlay or request.render_heatmap:
+        drawn = rendering.resolve(request.render, request.method, request.options.noise_tunnel)
+        if request.render_overlay:
+            msg.overlay_png = drawn.overlay_png(imaging.denormalize(x, recipe), cm.upsampled.numpy())
+        if request.render_heatmap:
+            msg.heatmap_png = drawn.heatmap_png(cm.upsampled.numpy())
     if scores is not None:
         msg.faithfulness.CopyFrom(pb.Faithfulness(**vars(scores)))
     return msg

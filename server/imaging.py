@@ -32,7 +32,28 @@ FULL_RESIZE_FACTOR = 16
 _COLORMAPS = {
     name[len("COLORMAP_"):].lower(): getattr(cv2, name) for name in dir(cv2) if name.startswith("COLORMAP_")
 }
-COLORMAPS = sorted(["gray", *_COLORMAPS])
+
+
+def _ramp(*stops: tuple[int, int, int], at: tuple[int, ...] | None = None) -> np.ndarray:
+    """A (256, 3) uint8 RGB lookup table linear between stops at indices `at`
+    (default: equally spaced from 0 to 255)."""
+    at = np.linspace(0, 255, len(stops)) if at is None else np.asarray(at, np.float64)
+    x = np.arange(256, dtype=np.float64)
+    return np.stack([np.interp(x, at, [s[c] for s in stops]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+_CENTRE = 128  # the index a signed 0 maps to: exactly white on bwr
+# Our own lookup tables beside OpenCV's. "bwr" is diverging (blue for the
+# lowest value, white in the middle, red for the highest: matplotlib's bwr),
+# for signed maps drawn centred on zero; the sequential ones fade from white
+# (no attribution) to one hue, for a single sign or the magnitude.
+_LUTS = {
+    "bwr": _ramp((0, 0, 255), (255, 255, 255), (255, 0, 0), at=(0, _CENTRE, 255)),
+    "reds": _ramp((255, 255, 255), (255, 0, 0)),
+    "blues": _ramp((255, 255, 255), (0, 0, 255)),
+    "greens": _ramp((255, 255, 255), (0, 140, 0)),
+}
+COLORMAPS = sorted(["gray", *_COLORMAPS, *_LUTS])
 
 _INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
 
@@ -329,6 +350,8 @@ def colorize(gray: np.ndarray, colormap: str = "jet") -> np.ndarray:
     name = (colormap or "jet").lower()
     if name in ("gray", "grey"):
         return np.repeat(gray[:, :, None], 3, axis=2)
+    if name in _LUTS:
+        return _LUTS[name][gray]
     if name not in _COLORMAPS:
         raise InvalidArgument(f"unknown colormap {shown(colormap)}; choose one of {', '.join(COLORMAPS)}")
     return cv2.cvtColor(cv2.applyColorMap(gray, _COLORMAPS[name]), cv2.COLOR_BGR2RGB)
@@ -372,6 +395,89 @@ def overlay(rgb: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: 
         raise InvalidArgument(f"alpha must be in [0, 1]; got {alpha}")
     heat = colorize(to_uint8(resize_map(heatmap, rgb.shape[:2])), colormap)
     return cv2.addWeighted(heat, alpha, rgb, 1.0 - alpha, 0.0)
+
+
+# ---------------------------------------------------------------- signed maps
+# Drawn as Captum's `visualize_image_attr` draws attributions (without
+# matplotlib): keep one sign (or all, or the magnitude), scale so that the
+# largest values holding `clip_percentile` % of the total |mass| saturate, and
+# blend the colour over the photo with an opacity proportional to |value|, so
+# where the attribution is 0 the photo shows unchanged.
+
+SIGNS = ("all", "positive", "negative", "absolute_value")
+DEFAULT_CLIP_PERCENTILE = 2.0  # Captum's outlier_perc
+DEFAULT_SIGN_COLORMAP = {"all": "bwr", "positive": "reds", "negative": "blues", "absolute_value": "greens"}
+
+
+def clip_threshold(magnitudes: np.ndarray, clip_percentile: float) -> float:
+    """The value at which the sorted non-negative `magnitudes`' cumulative sum
+    first reaches (100 - clip_percentile) % of their total (Captum's
+    `_cumulative_sum_threshold`): values above it hold the outlier share."""
+    ordered = np.sort(np.asarray(magnitudes, dtype=np.float64).ravel())
+    if ordered.size == 0:
+        return 0.0
+    cum = np.cumsum(ordered)
+    at = np.searchsorted(cum, cum[-1] * 0.01 * (100.0 - clip_percentile))
+    return float(ordered[min(int(at), ordered.size - 1)])  # rounding may put 100 % past the end
+
+
+def normalize_attr(values: np.ndarray, sign: str, clip_percentile: float = DEFAULT_CLIP_PERCENTILE) -> np.ndarray:
+    """A 2-D attribution map (any finite float) -> float32 of the same shape,
+    as Captum's `_normalize_attr`: "all" in [-1, 1] (sign kept), "positive"
+    and "absolute_value" in [0, 1], "negative" in [0, 1] (1: most negative).
+    A map with nothing of the chosen sign is all 0 (Captum would divide by 0).
+    Raises InvalidArgument for an unknown sign."""
+    attr = np.asarray(values, dtype=np.float32)
+    if sign == "all":
+        pass
+    elif sign == "positive":
+        attr = np.maximum(attr, 0)
+    elif sign == "negative":
+        attr = np.minimum(attr, 0)
+    elif sign == "absolute_value":
+        attr = np.abs(attr)
+    else:
+        raise InvalidArgument(f"unknown sign {shown(sign)}; choose one of heat, {', '.join(SIGNS)}", field="render.sign")
+    threshold = clip_threshold(np.abs(attr), clip_percentile)
+    if not threshold > 0.0:
+        return np.zeros(attr.shape, dtype=np.float32)
+    if sign == "negative":
+        threshold = -threshold
+    return np.clip(attr / np.float32(threshold), -1.0, 1.0).astype(np.float32)
+
+
+def _sign_indices(norm: np.ndarray, sign: str) -> np.ndarray:
+    """Normalised values -> colormap indices 0..255; for "all", -1 -> 0,
+    0 -> 128 (the centre), 1 -> 255."""
+    if sign == "all":
+        index = _CENTRE + norm * np.where(norm < 0, _CENTRE, 255 - _CENTRE)
+    else:
+        index = norm * 255.0
+    return np.clip(np.rint(index), 0, 255).astype(np.uint8)
+
+
+def signed_heatmap(values: np.ndarray, sign: str, colormap: str = "", *,
+                   clip_percentile: float = DEFAULT_CLIP_PERCENTILE) -> np.ndarray:
+    """A 2-D attribution map -> (H, W, 3) uint8 RGB: the normalised map
+    (`normalize_attr`) through `colormap` (default per sign: bwr for "all",
+    so 0 is white, positive red, negative blue)."""
+    norm = normalize_attr(values, sign, clip_percentile)
+    return colorize(_sign_indices(norm, sign), colormap or DEFAULT_SIGN_COLORMAP[sign])
+
+
+def signed_overlay(rgb: np.ndarray, values: np.ndarray, sign: str, colormap: str = "", alpha: float = 0.8, *,
+                   clip_percentile: float = DEFAULT_CLIP_PERCENTILE) -> np.ndarray:
+    """Blend an attribution map (resized to the image) over (H, W, 3) uint8
+    RGB as an alpha mask: each pixel's opacity is `alpha` x |normalised value|,
+    so pixels with no attribution keep the photo's own colour. Raises
+    InvalidArgument for alpha outside [0, 1] or an unknown sign/colormap."""
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidArgument(f"alpha must be in [0, 1]; got {alpha}", field="render.alpha")
+    norm = normalize_attr(resize_map(values, rgb.shape[:2]), sign, clip_percentile)
+    colour = colorize(_sign_indices(norm, sign), colormap or DEFAULT_SIGN_COLORMAP[sign]).astype(np.float32)
+    mask = (np.abs(norm) * np.float32(alpha))[:, :, None]
+    out = rgb.astype(np.float32) * (1.0 - mask) + colour * mask
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
