@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -237,13 +237,47 @@ def recipe_of_weights(weights) -> Preprocessing:
     return Preprocessing(resize=int(resize), crop=crop, mean=tuple(t.mean), std=tuple(t.std), interpolation=str(interp), channels=3)
 
 
-def default_recipe(arch: str) -> Preprocessing:
-    """ImageNet preprocessing at the size the architecture was trained at."""
+def default_recipe(arch: str, module: nn.Module | None = None) -> Preprocessing:
+    """ImageNet preprocessing at the size the architecture was trained at
+    (its DEFAULT weights' recipe), fitted to `module` when given: a model built
+    for one input size (a ViT's `image_size`) gets that crop. vit_h_14's DEFAULT
+    weights are 518 px, but weights none builds a 224 px model."""
     try:
         weights = torchvision.models.get_model_weights(arch).DEFAULT
     except (ValueError, KeyError, AttributeError):
         return Preprocessing()
-    return recipe_of_weights(weights)
+    return fit_recipe(recipe_of_weights(weights), module)
+
+
+def fit_recipe(recipe: Preprocessing, module: nn.Module | None) -> Preprocessing:
+    """`recipe` at `module.image_size` (px, square) if the module has one and it
+    differs from the crop, resize scaled by the same factor; else unchanged.
+    Size-agnostic models (CNNs, Swin, MaxViT at multiples of 32) keep their
+    weights' recipe."""
+    size = getattr(module, "image_size", None)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or recipe.crop == (size, size):
+        return recipe
+    resize = round(recipe.resize * size / recipe.crop[0]) if recipe.resize else 0
+    return replace(recipe, crop=(size, size), resize=resize)
+
+
+def zero_head(module: nn.Module) -> str:
+    """The name of the model's classifier (its last Linear) when all its
+    weights are zero, else "": torchvision initialises a ViT's head to zeros,
+    so untrained it gives every class the same logit and zero gradients."""
+    last = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1:]
+    if last and not bool(last[0][1].weight.detach().any()):
+        return last[0][0]
+    return ""
+
+
+def untrained_note(module: nn.Module) -> str:
+    note = "untrained (random weights, seed 0)"
+    head = zero_head(module)
+    if head:
+        note += (f"; its head {head!r} is all zeros, so every class has the same logit and gradient-based maps "
+                 f"are zero: load trained weights to explain")
+    return note
 
 
 class Registry:
@@ -382,7 +416,7 @@ class Registry:
             module = build_architecture(arch, n)
             names = imagenet_labels(n)
             return LoadedModel(model_id, arch, arch, "none", module, torch.device("cpu"), torch.float32,
-                               default_recipe(arch), names, pretrained=False, note="untrained (random weights, seed 0)")
+                               default_recipe(arch, module), names, pretrained=False, note=untrained_note(module))
         enum = self._weights_enum(arch, name)
         path = weights_cache_path(enum)
         if not path.exists() and not self.allow_download:
@@ -470,7 +504,7 @@ class Registry:
             module = build_architecture(arch, n)
             _load_state(module, obj, name)
             return LoadedModel(model_id, arch, name, "checkpoint", module, torch.device("cpu"), torch.float32,
-                               default_recipe(arch), imagenet_labels(n), pretrained=True)
+                               default_recipe(arch, module), imagenet_labels(n), pretrained=True)
         raise InvalidArgument(f"{shown(name)} is neither a netscope checkpoint nor a state_dict of tensors",
                               reason="NOT_A_CHECKPOINT", field="source")
 
@@ -487,7 +521,7 @@ class Registry:
         module = build_architecture(arch, n, **arch_kwargs)
         _load_state(module, ckpt["model_state_dict"], name)
         names = [str(c) for c in (ckpt.get("class_names") or [])] or [str(i) for i in range(n)]
-        recipe = Preprocessing.from_dict(ckpt["preprocessing"]) if ckpt.get("preprocessing") else default_recipe(arch)
+        recipe = Preprocessing.from_dict(ckpt["preprocessing"]) if ckpt.get("preprocessing") else default_recipe(arch, module)
         return LoadedModel(model_id, arch, name, "checkpoint", module, torch.device("cpu"), torch.float32,
                            recipe, names, pretrained=True)
 
