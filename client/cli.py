@@ -50,8 +50,6 @@ def add_serve(sub) -> None:
     p.add_argument("--model", action="append", default=None, metavar="ID=SOURCE[:WEIGHTS]",
                    help="preload a model: an architecture (r18=resnet18:DEFAULT) or a checkpoint in the store (demo=demo)")
     p.add_argument("--store", help="model store directory (default ./models)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--dtype", help="float32, float16 or bfloat16 (default float32)")
     p.add_argument("--workers", type=int, help="RPC worker threads (default 16)")
     p.add_argument("--max-message-mb", type=int, help="largest request/response in MiB (default 64)")
     p.add_argument("--max-pixels", type=int, help="largest decoded image in pixels")
@@ -69,21 +67,9 @@ def add_serve(sub) -> None:
                    help="raise or lower one ceiling on explanations (repeatable): batch_size (256), steps (1024), "
                         "samples (1000), nt_samples (200), finer_classes (100), top_k (100), faithfulness_maps (64), "
                         "memory_mb (4096, the predicted working memory of one request)")
-    g = p.add_argument_group("per model", "for every model loaded at startup, unless its [[models]] table sets the key")
-    g.add_argument("--max-batch-size", type=int, help="dynamic batching: concurrent requests share device batches "
-                                                      "of up to this many images (default 1: off)")
-    g.add_argument("--max-delay-ms", type=float, help="how long a batch may wait to fill (default 0)")
-    g.add_argument("--max-queue", type=int, help="requests queued for a batch before RESOURCE_EXHAUSTED (default 256)")
-    g.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format")
-    g.add_argument("--compile", metavar="MODE",
-                   help="torch.compile Predict's forward at load: default, reduce-overhead (CUDA graphs), max-autotune, "
-                        "max-autotune-no-cudagraphs")
-    g.add_argument("--compile-batch-sizes", type=int, nargs="+", metavar="N",
-                   help="batch sizes to compile (default 1 and --max-batch-size); others pad up or run eager")
-    g.add_argument("--device-decode", action="store_true", default=None,
-                   help="decode JPEGs on the model's device (nvJPEG on CUDA) and preprocess there")
-    g.add_argument("--no-pin-memory", dest="pin_memory", action="store_false", default=None,
-                   help="no pinned host batches / non-blocking copies (CUDA models)")
+    add_model_options(p.add_argument_group(
+        "model options", "how every model loaded at startup is served, unless its [[models]] table sets the key "
+                         "(--device and --dtype are also the defaults of models loaded later)"))
     g = p.add_argument_group("security", "who may call what; a non-loopback --address needs TLS, tokens or --insecure")
     g.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS (with --tls-key)")
     g.add_argument("--tls-key", metavar="FILE", help="PEM private key (unencrypted) of --tls-cert")
@@ -100,9 +86,42 @@ def add_serve(sub) -> None:
     p.set_defaults(run=cmd_serve)
 
 
-# ModelSpec fields that `netscope serve` flags set for every startup model.
-PER_MODEL_FLAGS = ("max_batch_size", "max_delay_ms", "max_queue", "channels_last", "compile", "compile_batch_sizes",
-                   "device_decode", "pin_memory")
+# How a model is served (server/model_options.py): one flag per option, shared by `serve` and `load`;
+# the dests are the options' flat names (the TOML [[models]] keys, Client.load_model's keywords).
+MODEL_OPTION_FLAGS = (
+    ("--device", dict(help="auto, cpu, cuda or cuda:N (default: the server's, auto)")),
+    ("--dtype", dict(help="float32, float16 or bfloat16 (default: the server's, float32)")),
+    ("--max-batch-size", dict(type=int, metavar="N", help="dynamic batching: concurrent requests share device "
+                                                          "batches of up to N images (default 1: off)")),
+    ("--max-delay-ms", dict(type=float, metavar="MS", help="how long a batch may wait to fill (default 0)")),
+    ("--max-queue", dict(type=int, metavar="N", help="requests queued for a batch before RESOURCE_EXHAUSTED "
+                                                     "(default 256)")),
+    ("--channels-last", dict(action="store_true", help="channels-last memory format")),
+    ("--compile", dict(metavar="MODE", help="torch.compile Predict's forward at load: default, reduce-overhead "
+                                            "(CUDA graphs), max-autotune, max-autotune-no-cudagraphs")),
+    ("--compile-batch-sizes", dict(type=int, nargs="+", metavar="N",
+                                   help="batch sizes to compile (default 1 and --max-batch-size); others pad up or "
+                                        "run eager")),
+    ("--device-decode", dict(action="store_true", help="decode JPEGs on the model's device (nvJPEG on CUDA) and "
+                                                       "preprocess there")),
+    ("--no-pin-memory", dict(dest="pin_memory", action="store_false",
+                             help="no pinned host batches / non-blocking copies (CUDA models)")),
+)
+MODEL_OPTION_NAMES = tuple(kw.get("dest", flag[2:].replace("-", "_")) for flag, kw in MODEL_OPTION_FLAGS)
+# Server-wide on `serve` (ServerConfig.device/dtype, the default of every model), per model on `load`.
+SERVER_WIDE_OPTIONS = ("device", "dtype")
+
+
+def add_model_options(parser) -> None:
+    """The model-option flags (MODEL_OPTION_FLAGS) on a parser or group; each
+    defaults to None, meaning "not given": the server's default applies."""
+    for flag, kwargs in MODEL_OPTION_FLAGS:
+        parser.add_argument(flag, default=None, **kwargs)
+
+
+def model_options(args) -> dict:
+    """{flat option name: value} of the model-option flags given on the command line."""
+    return {name: getattr(args, name) for name in MODEL_OPTION_NAMES if getattr(args, name, None) is not None}
 
 
 def server_config(args):
@@ -116,14 +135,13 @@ def server_config(args):
             values = tomllib.loads(args.config.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"netscope serve: cannot read {args.config}: {exc}")
-    per_model = {name: getattr(args, name) for name in PER_MODEL_FLAGS if getattr(args, name, None) is not None}
-    spec_keys = {f.name for f in dataclasses.fields(ModelSpec)}
+    per_model = {k: v for k, v in model_options(args).items() if k not in SERVER_WIDE_OPTIONS}
     models = []
     for table in values.pop("models", []):
-        unknown = set(table) - spec_keys
+        unknown = set(table) - set(ModelSpec.KEYS)
         if unknown:
             raise SystemExit(f"netscope serve: unknown key(s) {', '.join(sorted(unknown))} in a [[models]] table of "
-                             f"{args.config}; known: {', '.join(sorted(spec_keys))}")
+                             f"{args.config}; known: {', '.join(ModelSpec.KEYS)}")
         models.append(ModelSpec(**{**per_model, **table}))
     known = {f.name for f in dataclasses.fields(ServerConfig)}
     unknown = set(values) - known
@@ -135,7 +153,7 @@ def server_config(args):
             values[name] = flag
     if args.model:
         try:
-            models = [dataclasses.replace(ModelSpec.parse(m), **per_model) for m in args.model]
+            models = [ModelSpec.parse(m).with_options(**per_model) for m in args.model]
         except ValueError as exc:
             raise SystemExit(f"netscope serve: {exc}")
     if getattr(args, "explain_limit", None):
@@ -150,7 +168,7 @@ def server_config(args):
     if config.decode_threads < 0:
         raise SystemExit(f"netscope serve: --decode-threads must be >= 0 (1: decode serially); got {config.decode_threads}")
     check_security(config)  # before the demo model trains for a minute
-    config.models = models or [dataclasses.replace(m, **per_model) for m in default_models(config)]
+    config.models = models or [m.with_options(**per_model) for m in default_models(config)]
     return config
 
 
@@ -259,12 +277,8 @@ def cmd_info(args) -> int:
 
 def cmd_load(args) -> int:
     with Client(args.server, timeout=args.timeout, **connection(args)) as c:
-        info = c.load_model(args.model, args.source, weights=args.weights, device=args.device, dtype=args.dtype,
-                            arch=args.arch, num_classes=args.num_classes, max_batch_size=args.max_batch_size,
-                            max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
-                            channels_last=args.channels_last, compile=args.compile,
-                            compile_batch_sizes=args.compile_batch_sizes or (), device_decode=args.device_decode,
-                            pin_memory=args.pin_memory)
+        info = c.load_model(args.model, args.source, weights=args.weights, arch=args.arch,
+                            num_classes=args.num_classes, **model_options(args))
     if args.json:
         print_json(info)
     else:
@@ -721,22 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the id to serve it under")
     p.add_argument("source", help="an architecture (resnet18) or a checkpoint name in the store")
     p.add_argument("--weights", default="", help="none, DEFAULT or a weights enum name")
-    p.add_argument("--device", default="")
-    p.add_argument("--dtype", default="")
     p.add_argument("--arch", default="", help="architecture of a plain state_dict checkpoint")
-    p.add_argument("--num-classes", type=int, default=0)
-    p.add_argument("--max-batch-size", type=int, default=0, help="batch concurrent requests up to this many images")
-    p.add_argument("--max-delay-ms", type=float, default=0.0, help="how long a batch may wait to fill")
-    p.add_argument("--max-queue", type=int, default=0, help="queued requests before RESOURCE_EXHAUSTED")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
-    p.add_argument("--compile", default="", metavar="MODE",
-                   help="torch.compile Predict's forward: default, reduce-overhead (CUDA graphs), max-autotune, "
-                        "max-autotune-no-cudagraphs")
-    p.add_argument("--compile-batch-sizes", type=int, nargs="+", metavar="N",
-                   help="batch sizes to compile at load (default 1 and --max-batch-size)")
-    p.add_argument("--device-decode", action="store_true", help="decode JPEGs on the model's device")
-    p.add_argument("--no-pin-memory", dest="pin_memory", action="store_false", default=None,
-                   help="no pinned host batches / non-blocking copies")
+    p.add_argument("--num-classes", type=int, default=0, help="class count of a plain state_dict checkpoint")
+    add_model_options(p.add_argument_group("model options", "how the model is served"))
     p = client_parser(sub, "unload", "unload a model", cmd_unload)
     p.add_argument("model")
     p = client_parser(sub, "predict", "top-k classes of images", cmd_predict)

@@ -225,11 +225,42 @@ class ModelInfo:
     pin_memory: bool = True
     min_input_size: int = 1  # smallest H = W a preprocessed float image may have
 
+    # Every option it is served with, as load_model's keywords (device, dtype, max_batch_size, ...).
+    options: dict = field(default_factory=dict)
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.name == name)
 
 
 def _model_info(m: pb.ModelInfo) -> ModelInfo:
+def model_options_message(**options) -> pb.ModelOptions:
+    """Keywords -> a ModelOptions message: its own field names, with those of
+    its batching (max_batch_size, max_delay_ms, max_queue) flat beside them,
+    as in the server's TOML [[models]] tables. None leaves a field unset."""
+    msg = pb.ModelOptions()
+    batching = set(pb.BatchingOptions.DESCRIPTOR.fields_by_name)
+    names = set(pb.ModelOptions.DESCRIPTOR.fields_by_name) - {"batching"}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in batching:
+            setattr(msg.batching, name, value)
+        elif name == "compile_batch_sizes":
+            msg.compile_batch_sizes[:] = [int(v) for v in value]
+        elif name in names:
+            setattr(msg, name, value)
+        else:
+            raise TypeError(f"unknown model option {name!r}; known: {', '.join(sorted(names | batching))}")
+    return msg
+
+
+def _options_dict(o: pb.ModelOptions) -> dict:
+    """A ModelOptions message as the flat dict load_model takes."""
+    return {"device": o.device, "dtype": o.dtype, "max_batch_size": o.batching.max_batch_size,
+            "max_delay_ms": o.batching.max_delay_ms, "max_queue": o.batching.max_queue,
+            "channels_last": o.channels_last, "compile": o.compile, "compile_batch_sizes": list(o.compile_batch_sizes),
+            "device_decode": o.device_decode, "pin_memory": o.pin_memory if o.HasField("pin_memory") else True}
+
+
     p = m.preprocessing
     return ModelInfo(
         model=m.model, arch=m.arch, source=m.source, weights=m.weights, device=m.device, dtype=m.dtype,
@@ -245,6 +276,7 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         channels_last=m.channels_last, compile=m.compile, compile_batch_sizes=list(m.compile_batch_sizes),
         device_decode=m.device_decode, pin_memory=m.pin_memory, min_input_size=m.min_input_size or 1,
         layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
+        options=_options_dict(m.options) if m.HasField("options") else {},
                       l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
     )
 
@@ -426,25 +458,23 @@ class Client:
     def architectures(self) -> list[str]:
         return list(self.call("ListModels", pb.ListModelsRequest()).architectures)
 
-    def load_model(self, model: str, source: str, *, weights: str = "", device: str = "", dtype: str = "",
-                   arch: str = "", num_classes: int = 0, max_batch_size: int = 0, max_delay_ms: float = 0.0,
-                   max_queue: int = 0, channels_last: bool = False, compile: str = "",
-                   compile_batch_sizes: Sequence[int] = (), device_decode: bool = False,
-                   pin_memory: bool | None = None, timeout: float | None = 600.0) -> ModelInfo:
-        """Load a model. Dynamic batching: max_batch_size > 1 (images per
-        device batch), max_delay_ms, max_queue. The fast path, each piece on
-        or off: channels_last; compile ("default", "reduce-overhead",
-        "max-autotune", ...) for Predict at compile_batch_sizes; device_decode
-        (JPEGs decoded on the model's device); pin_memory (None: the server's
-        default, on)."""
-        req = pb.LoadModelRequest(model=model, source=source, weights=weights, device=device, dtype=dtype, arch=arch,
-                                  num_classes=num_classes, channels_last=channels_last,
-                                  batching=pb.BatchingOptions(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                                                              max_queue=max_queue),
-                                  compile=compile, compile_batch_sizes=list(compile_batch_sizes),
-                                  device_decode=device_decode)
-        if pin_memory is not None:
-            req.pin_memory = pin_memory
+    def load_model(self, model: str, source: str, *, weights: str = "", arch: str = "", num_classes: int = 0,
+                   timeout: float | None = 600.0, **options) -> ModelInfo:
+        """Load `source` (an architecture or a checkpoint in the server's
+        store) under the id `model`. weights: "none", "DEFAULT" or an enum
+        name; arch / num_classes: for a plain state_dict checkpoint.
+
+        `options`, how it is served (the ModelOptions message; unset or None:
+        the server's default): device ("auto", "cpu", "cuda:N"), dtype
+        ("float32", "float16", "bfloat16"); dynamic batching: max_batch_size
+        > 1 (images per device batch), max_delay_ms, max_queue; the fast
+        path, each piece on or off: channels_last, compile ("default",
+        "reduce-overhead", "max-autotune", ...) for Predict at
+        compile_batch_sizes, device_decode (JPEGs decoded on the model's
+        device), pin_memory (default on). An unknown keyword is a TypeError;
+        a bad value INVALID_ARGUMENT naming `options.NAME`."""
+        req = pb.LoadModelRequest(model=model, source=source, weights=weights, arch=arch, num_classes=num_classes,
+                                  options=model_options_message(**options))
         return _model_info(self.call("LoadModel", req, timeout).info)
 
     def unload_model(self, model: str) -> None:

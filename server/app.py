@@ -20,7 +20,8 @@ from .explain import Ceilings
 from .convert import DEFAULT_DECODE_THREADS
 from .imaging import DEFAULT_MAX_PIXELS
 from . import reflection, torch_thread
-from .registry import Batching, Registry
+from .model_options import FLAT_KEYS, ModelOptions
+from .registry import Registry
 from .security import ConfigError, configure
 from .service import InspectorService, Limits
 
@@ -32,23 +33,28 @@ EXIT_SLACK_S = 5.0  # `serve` exits at most this long after Server.stop returned
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inspector"].full_name
 
 
-@dataclass
+@dataclass(init=False)
 class ModelSpec:
-    """A model to load at startup: `id=source[:weights]` on the command line."""
+    """A model to load at startup: `id=source[:weights]` on the command line,
+    or a TOML `[[models]]` table, served with `options`.
+
+    Built with the options' flat names as keywords, the TOML keys:
+    `ModelSpec("r18", "resnet18", device="cuda", max_batch_size=8)`."""
 
     id: str
     source: str
     weights: str = ""
-    device: str = ""
-    dtype: str = ""
-    max_batch_size: int = 1  # dynamic batching of concurrent requests (1: off)
-    max_delay_ms: float = 0.0
-    max_queue: int = 0
-    channels_last: bool = False
-    compile: str = ""  # torch.compile mode of Predict's forward ("": eager)
-    compile_batch_sizes: list[int] = field(default_factory=list)
-    device_decode: bool = False  # JPEGs decoded on the model's device
-    pin_memory: bool = True  # pinned host batches, non-blocking copies (CUDA only)
+    options: ModelOptions = field(default_factory=ModelOptions)
+
+    KEYS = ("id", "source", "weights") + FLAT_KEYS  # of a [[models]] table
+
+    def __init__(self, id: str, source: str, weights: str = "", options: ModelOptions | None = None, **flat):
+        """Unknown keywords are a TypeError naming the known ones."""
+        self.id, self.source, self.weights = id, source, weights
+        self.options = (options or ModelOptions()).replace(**flat)
+
+    def with_options(self, **flat) -> "ModelSpec":
+        return ModelSpec(self.id, self.source, self.weights, self.options.replace(**flat))
 
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
@@ -146,11 +152,7 @@ class Server:
             self._metrics_http, _ = self.service.metrics.serve_http(self.config.metrics_port, host)
             log.info("metrics on http://%s:%d/metrics", host, self.config.metrics_port)
         for spec in self.config.models:
-            self.registry.load(spec.id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype,
-                               batching=Batching(spec.max_batch_size, spec.max_delay_ms, spec.max_queue),
-                               channels_last=spec.channels_last, compile=spec.compile,
-                               compile_batch_sizes=spec.compile_batch_sizes, device_decode=spec.device_decode,
-                               pin_memory=spec.pin_memory)
+            self.registry.load(spec.id, spec.source, spec.options, weights=spec.weights)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s", ", ".join(m.id for m in self.registry.list()) or "no models yet")
         return self

@@ -27,17 +27,16 @@ from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFoun
                      shown)
 from .imaging import Preprocessing
 from .input_size import min_input_size
+from .model_options import (DTYPES, MAX_BATCH_SIZE, MAX_DELAY_MS, Batching, ModelOptions,  # noqa: F401 (re-exported)
+                            check_batching, resolve_device, resolve_dtype)
 from .summary import Summary, summarize
 
 log = logging.getLogger("netscope.registry")
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 # "none" weights are initialised from this seed, so the same arch always gives
 # the same untrained model (reproducible answers, comparable in tests).
 INIT_SEED = 0
-MAX_BATCH_SIZE = 1024
-MAX_DELAY_MS = 10_000.0
 # ImageNet-21k has 21,841 classes; a head this wide is already 100k rows.
 MAX_NUM_CLASSES = 100_000
 MAX_LISTED_CHECKPOINTS = 10_000  # ListModels stays a bounded answer on a crowded store
@@ -95,39 +94,6 @@ def check_num_classes(n: int, field: str = "num_classes") -> int:
     return n
 
 
-def resolve_device(name: str) -> torch.device:
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InvalidArgument(f"unknown device {shown(name)}; use auto, cpu, cuda or cuda:N", field="device") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FailedPrecondition(f"device {shown(name)} asked for, but this server has no CUDA device", field="device")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise FailedPrecondition(f"device {shown(name)} asked for, but this server has {torch.cuda.device_count()} CUDA device(s)",
-                                     field="device", metadata={"cuda_devices": str(torch.cuda.device_count())})
-    elif device.type != "cpu":
-        raise InvalidArgument(f"unsupported device {shown(name)}; use auto, cpu, cuda or cuda:N", field="device")
-    return device
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    name = (name or "float32").lower()
-    if name not in DTYPES:
-        raise InvalidArgument(f"unknown dtype {shown(name)}; use one of {', '.join(DTYPES)}", field="dtype")
-    return DTYPES[name]
-
-
-@dataclass
-class Batching:
-    max_batch_size: int = 1
-    max_delay_ms: float = 0.0
-    max_queue: int = 0
-
-
 @dataclass
 class LoadedModel:
     """A model being served, with everything needed to feed and read it."""
@@ -159,6 +125,14 @@ class LoadedModel:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def options(self) -> ModelOptions:
+        """The options it is served with, defaults resolved (device "cpu" / "cuda:0", dtype name)."""
+        return ModelOptions(device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
+                            batching=self.batching, channels_last=self.channels_last, compile=self.compile,
+                            compile_batch_sizes=tuple(self.compiled.buckets) if self.compiled is not None else (),
+                            device_decode=self.device_decode, pin_memory=self.pin_memory)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -338,12 +312,17 @@ class Registry:
 
     # ------------------------------------------------------------ load / unload
 
-    def load(self, model_id: str, source: str, *, weights: str = "", device: str = "", dtype: str = "",
-             arch: str = "", num_classes: int = 0, batching: Batching | None = None,
-             channels_last: bool = False, compile: str = "", compile_batch_sizes: Sequence[int] = (),
-             device_decode: bool = False, pin_memory: bool = True) -> LoadedModel:
-        """Build, place and warm up a model. The fast-path pieces (channels-last,
-        compile, device decode, pinned memory) are each on or off per model."""
+    def load(self, model_id: str, source: str, options: ModelOptions | None = None, *, weights: str = "",
+             arch: str = "", num_classes: int = 0, **flat_options) -> LoadedModel:
+        """Build, place and warm up a model, served as `options` says (device,
+        dtype, batching and the fast-path pieces, each on or off per model;
+        model_options.py). `flat_options` (max_batch_size=..., device=..., or a
+        whole batching=Batching) change single options by their flat names.
+        Raises InvalidArgument / NotFound / FailedPrecondition / AlreadyExists."""
+        try:
+            options = (options or ModelOptions()).replace(**flat_options)
+        except TypeError as exc:
+            raise InvalidArgument(str(exc), reason="BAD_MODEL_OPTION", field="options") from None
         if not model_id or not all(c.isalnum() or c in "-_." for c in model_id):
             raise InvalidArgument(f"model id {shown(model_id)} must be non-empty letters, digits, '-', '_' or '.'",
                                   reason="INVALID_MODEL_ID", field="model")
@@ -352,11 +331,11 @@ class Registry:
                                   reason="SOURCE_MISSING", field="source")
         if num_classes:
             check_num_classes(num_classes)
-        dev = resolve_device(device or self.default_device)
-        dt = resolve_dtype(dtype or self.default_dtype)
-        batching = check_batching(batching or Batching())
-        mode = compiled.check_mode(compile)
-        buckets = compiled.buckets_for(mode, compile_batch_sizes, batching.max_batch_size)
+        options = options.checked()
+        dev = resolve_device(options.device or self.default_device)
+        dt = resolve_dtype(options.dtype or self.default_dtype)
+        batching, mode, channels_last = options.batching, options.compile, options.channels_last
+        buckets = compiled.buckets_for(mode, options.compile_batch_sizes, batching.max_batch_size)
         with self._lock:
             if model_id in self._models or model_id in self._loading:
                 raise AlreadyExists(f"a model with id {shown(model_id)} is already loaded; unload it first or choose another id",
@@ -373,8 +352,8 @@ class Registry:
 
             loaded = torch_thread.run(dev, build_and_warm_up)
             loaded.batching = batching
-            loaded.device_decode, loaded.pin_memory = device_decode, pin_memory
-            if device_decode and dev.type != "cuda":
+            loaded.device_decode, loaded.pin_memory = options.device_decode, options.pin_memory
+            if options.device_decode and dev.type != "cuda":
                 log.warning("%s: device_decode on %s decodes JPEGs with torchvision one after the other; "
                             "the OpenCV pool is faster there (the option is meant for CUDA)", model_id, dev)
             if loaded.batching.max_batch_size > 1:
@@ -550,24 +529,6 @@ class Registry:
         seconds = loaded.compiled.warm_up()
         log.info("compiled %s (%s, %s) for batch sizes %s in %.1f s", loaded.id, mode, loaded.compiled.backend,
                  ", ".join(map(str, buckets)), seconds)
-
-
-def check_batching(b: Batching) -> Batching:
-    """Batching options in range, or InvalidArgument saying what would work."""
-    for name, value, kinds in (("max_batch_size", b.max_batch_size, (int,)), ("max_queue", b.max_queue, (int,)),
-                               ("max_delay_ms", b.max_delay_ms, (int, float))):
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise InvalidArgument(f"{name} must be a number; got {shown(value)}", field=f"batching.{name}")
-    if b.max_batch_size < 0 or b.max_batch_size > MAX_BATCH_SIZE:
-        raise InvalidArgument(f"max_batch_size must be 0..{MAX_BATCH_SIZE} (0 or 1: no dynamic batching); got {b.max_batch_size}",
-                              field="batching.max_batch_size", metadata={"max": str(MAX_BATCH_SIZE)})
-    if not 0.0 <= b.max_delay_ms <= MAX_DELAY_MS:  # also refuses NaN
-        raise InvalidArgument(f"max_delay_ms must be 0..{MAX_DELAY_MS:g}; got {b.max_delay_ms}",
-                              field="batching.max_delay_ms", metadata={"max": f"{MAX_DELAY_MS:g}"})
-    if b.max_queue < 0:
-        raise InvalidArgument(f"max_queue must be >= 0 (0: the server default); got {b.max_queue}",
-                              field="batching.max_queue")
-    return Batching(max(1, b.max_batch_size), b.max_delay_ms, b.max_queue)
 
 
 def _load_state(module: nn.Module, state, name: str) -> None:

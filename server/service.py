@@ -20,7 +20,8 @@ from .string_caps import check_strings
 from .imaging import DEFAULT_MAX_PIXELS
 from .metrics import Metrics
 from .stream import ExplainStream, spec_key
-from .registry import Batching, LoadedModel, Registry, our_architectures, torchvision_architectures
+from .model_options import ModelOptions
+from .registry import LoadedModel, Registry, our_architectures, torchvision_architectures
 from .summary import Summary
 
 log = logging.getLogger("netscope.service")
@@ -85,6 +86,7 @@ def dtype_name(m: LoadedModel) -> str:
 
 def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
     r = m.recipe
+    options = m.options.to_proto()
     layers = [
         pb.LayerInfo(name=row.name, type=row.type, input_shape=row.input_shape, output_shape=row.output_shape,
                      num_parameters=row.num_parameters, trainable_parameters=row.trainable_parameters,
@@ -100,12 +102,12 @@ def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
         class_names=m.class_names, num_parameters=summary.num_parameters,
         trainable_parameters=summary.trainable_parameters, flops=summary.flops, mult_adds=summary.mult_adds,
         parameter_bytes=summary.parameter_bytes, layers=layers, pretrained=m.pretrained, note=m.note,
-        default_cam_layer=default_cam_layer(m),
-        batching=pb.BatchingOptions(max_batch_size=m.batching.max_batch_size, max_delay_ms=m.batching.max_delay_ms,
-                                    max_queue=m.batching.max_queue),
-        channels_last=m.channels_last, compile=m.compile,
-        compile_batch_sizes=list(m.compiled.buckets) if m.compiled is not None else [],
-        device_decode=m.device_decode, pin_memory=m.pin_memory, min_input_size=m.min_input_size,
+        default_cam_layer=default_cam_layer(m), min_input_size=m.min_input_size,
+        options=options,
+        # The same settings in ModelInfo's fields from before ModelOptions, for older clients.
+        batching=options.batching, channels_last=options.channels_last, compile=options.compile,
+        compile_batch_sizes=options.compile_batch_sizes, device_decode=options.device_decode,
+        pin_memory=options.pin_memory,
     )
 
 
@@ -150,14 +152,8 @@ class InspectorService(pb_grpc.InspectorServicer):
 
     @rpc
     def LoadModel(self, request, context):
-        b = request.batching
-        m = self.registry.load(
-            request.model, request.source, weights=request.weights, device=request.device, dtype=request.dtype,
-            arch=request.arch, num_classes=request.num_classes, channels_last=request.channels_last,
-            batching=Batching(b.max_batch_size, b.max_delay_ms, b.max_queue), compile=request.compile,
-            compile_batch_sizes=list(request.compile_batch_sizes), device_decode=request.device_decode,
-            pin_memory=request.pin_memory if request.HasField("pin_memory") else True,
-        )
+        m = self.registry.load(request.model, request.source, ModelOptions.from_request(request),
+                               weights=request.weights, arch=request.arch, num_classes=request.num_classes)
         return pb.LoadModelResponse(info=model_info(m, m.run(m.describe)))
 
     @rpc
