@@ -20,6 +20,7 @@ from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
 from .connection import open_channel
+from .server_info import ServerInfo
 
 DEFAULT_SERVER = os.environ.get("NETSCOPE_SERVER", "127.0.0.1:50051")
 
@@ -445,6 +446,14 @@ class Client:
                 raise TimeoutError(f"{self.target} was not SERVING within {timeout:.0f} s" + (f" (last: {last})"
                                                                                               if last else ""))
             time.sleep(0.2)
+
+    # ------------------------------------------------------------ discovery
+
+    def server_info(self) -> ServerInfo:
+        """What the server is and can do: version, build, devices, dtypes,
+        colormaps, limits, every explanation method with its option schema,
+        and the loaded model ids (see client/server_info.py). Needs `read`."""
+        return ServerInfo.from_proto(self.call("GetServerInfo", pb.GetServerInfoRequest()))
 
     # ------------------------------------------------------------ models
 

@@ -355,3 +355,39 @@ def class_map_to_proto(cm, x: torch.Tensor, recipe: Preprocessing, request: pb.E
     if scores is not None:
         msg.faithfulness.CopyFrom(pb.Faithfulness(**vars(scores)))
     return msg
+
+
+def server_info_to_proto(info) -> pb.ServerInfo:
+    """server_info.ServerInfo -> the GetServerInfo answer."""
+    from google.protobuf import struct_pb2
+
+    def value(v) -> struct_pb2.Value:
+        out = struct_pb2.Value()
+        if v is None:
+            out.null_value = struct_pb2.NULL_VALUE
+        elif isinstance(v, bool):
+            out.bool_value = v
+        elif isinstance(v, (int, float)):
+            out.number_value = float(v)
+        else:
+            out.string_value = str(v)
+        return out
+
+    b, lim = info.build, info.limits
+    return pb.ServerInfo(
+        version=info.version, default_method=info.default_method,
+        build=pb.BuildInfo(git_commit=b.git_commit, python=b.python, torch=b.torch, torchvision=b.torchvision,
+                           captum=b.captum, grpc=b.grpc, cuda=b.cuda),
+        devices=[pb.DeviceInfo(name=d.name, description=d.description, total_memory_bytes=d.total_memory_bytes,
+                               capability=list(d.capability)) for d in info.devices],
+        dtypes=info.dtypes, colormaps=info.colormaps,
+        limits=pb.ServerLimits(max_message_bytes=lim.max_message_bytes, max_pixels=lim.max_pixels,
+                               max_batch=lim.max_batch, stream_batch=lim.stream_batch, explain=lim.explain),
+        methods=[pb.MethodInfo(name=m.name, family=m.family, description=m.description, source=m.source,
+                               needs=m.needs, cost=m.cost, draws_noise=m.draws_noise, may_batch=m.may_batch,
+                               signed=m.signed, options=m.options) for m in info.methods],
+        options=[pb.OptionSchema(name=o.name, type=o.type, default=value(o.default), minimum=o.minimum,
+                                 ceiling=o.ceiling or "", ceiling_value=o.ceiling_value, choices=o.choices,
+                                 description=o.description, methods=o.methods) for o in info.options],
+        models=info.models,
+    )

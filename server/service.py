@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from . import cancel, convert, explain, explain_batching, faithfulness, inspection, predict
+from . import cancel, convert, explain, explain_batching, faithfulness, inspection, predict, server_info
 from .errors import NetscopeError, code_of, rich_status
 from .string_caps import check_strings
 from .imaging import DEFAULT_MAX_PIXELS
@@ -254,6 +254,12 @@ class InspectorService(pb_grpc.InspectorServicer):
 
     def ExplainStream(self, request_iterator, context):
         return self.stream.run(request_iterator, context)
+
+    # ------------------------------------------------------------ discovery
+
+    @rpc
+    def GetServerInfo(self, request, context):
+        return convert.server_info_to_proto(server_info.gather(self.registry, self.limits))
 
     def explain_response(self, request: pb.ExplainRequest) -> pb.ExplainResponse:
         return self.render_explanation(self.compute_explanation(self.prepare_explanation(request)))
