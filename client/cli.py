@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .client import DEFAULT_SERVER, Client, NetscopeError
 from .connection import ConnectionSettingsError
+from .out_folder import OutPathError, file_part, out_folder
 
 
 # ---------------------------------------------------------------- output helpers
@@ -371,7 +372,7 @@ def cmd_explain(args) -> int:
                                   "batch_size": args.batch_size, "baseline": args.baseline}.items() if v}
     options.update(args.options or ())
     methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
-    out = Path(args.out)
+    out = out_folder(args.out)
     images = jobs.find_images(args.inputs, exclude=out)
     per_method = []
 
@@ -510,13 +511,12 @@ def _top(channels, means, n: int = 5) -> str:
 
 
 def cmd_features(args) -> int:
-    out_dir = Path(args.out)
+    out_dir = out_folder(args.out)  # before any request: a bad folder is a usage error, not lost work
     with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         maps = c.feature_maps(args.model, [Path(p) for p in args.images], args.layer, channels=args.channels or (),
                               top_channels=args.top, tensors=args.npy, grid=not args.no_grid, colormap=args.colormap,
                               upsample=args.upsample, max_tiles=args.max_tiles, nrow=args.nrow,
                               tile_size=args.tile_size)
-    out_dir.mkdir(parents=True, exist_ok=True)
     report, rows = [], []
     for path, name, layers in zip(args.images, _image_names(args.images), maps):
         entry = {"image": path, "layers": []}
@@ -545,24 +545,26 @@ def cmd_features(args) -> int:
 
 
 def cmd_kernels(args) -> int:
+    folder = out_folder(args.out)
+    stem = folder / f"{file_part(args.model)}.{file_part(args.layer)}.kernels"
     with Client(args.server, timeout=args.timeout, **connection(args)) as c:
-        k = c.kernels(args.model, args.layer, mode=args.mode, tensor=args.npy is not None, colormap=args.colormap,
+        k = c.kernels(args.model, args.layer, mode=args.mode, tensor=args.npy, colormap=args.colormap,
                       max_tiles=args.max_tiles, nrow=args.nrow, tile_size=args.tile_size)
-    out = Path(args.out or f"{args.model}.{args.layer}.kernels.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = stem.with_name(stem.name + ".png")
     out.write_bytes(k.grid_png)
-    shape = None
+    shape = npy = None
     if k.weight is not None:
         import numpy as np
 
-        np.save(args.npy, k.weight)
+        npy = stem.with_name(stem.name + ".npy")
+        np.save(npy, k.weight)
         shape = list(k.weight.shape)
     if args.json:
         print_json({"layer": k.layer, "mode": k.mode, "tiles": k.tiles, "total_tiles": k.total_tiles,
-                    "weight_shape": shape, "png": str(out), "npy": args.npy})
+                    "weight_shape": shape, "png": str(out), "npy": str(npy) if npy else None})
     else:
         print(f"{k.layer}: {k.mode}, {k.tiles} of {k.total_tiles} tiles -> {out}"
-              + (f"; weight {tuple(shape)} -> {args.npy}" if shape else ""))
+              + (f"; weight {tuple(shape)} -> {npy}" if shape else ""))
     return 0
 
 
@@ -751,7 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--channels", type=int, nargs="+", help="only these channels")
     which.add_argument("--top", type=int, default=0, metavar="N", help="the N channels of highest mean activation")
-    p.add_argument("--out", default=".", help="folder for the PNG grids (IMAGE.LAYER.png) and .npy files")
+    p.add_argument("--out", default=".", help="folder (created if missing) for the PNG grids and .npy files, "
+                   "named IMAGE.LAYER.png / IMAGE.LAYER.npy (default: the current folder)")
     p.add_argument("--npy", action="store_true", help="also fetch the activations and save them as .npy")
     p.add_argument("--no-grid", action="store_true", help="no PNG grids, statistics only")
     p.add_argument("--colormap", default="", help="gray (default), viridis, jet, inferno, ...")
@@ -763,8 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--layer", required=True, help="a Conv2d layer's qualified name")
     p.add_argument("--mode", choices=["auto", "rgb", "per_channel", "mean_input"], default="auto")
-    p.add_argument("--out", help="PNG file to write (default MODEL.LAYER.kernels.png)")
-    p.add_argument("--npy", help="also save the weight tensor to this .npy file")
+    p.add_argument("--out", default=".", help="folder (created if missing) for MODEL.LAYER.kernels.png and, with "
+                   "--npy, MODEL.LAYER.kernels.npy (default: the current folder)")
+    p.add_argument("--npy", action="store_true", help="also fetch the weight tensor and save it as .npy")
     p.add_argument("--colormap", default="", help="for grey tiles: gray (default), viridis, jet, ...")
     p.add_argument("--max-tiles", type=int, default=0, help="most tiles drawn (default 64)")
     p.add_argument("--nrow", type=int, default=0, help="tiles per row")
@@ -789,7 +793,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", dest="methods", action="append", metavar="METHOD",
                    help="explanation method (repeatable: each gets OUT/METHOD/; default grad_cam)")
     p.add_argument("--out", required=True,
-                   help="folder for overlays/, index.csv, index.json and summary.json; rerun to resume")
+                   help="folder (created if missing) for overlays/, index.csv, index.json and summary.json; "
+                        "rerun to resume")
     p.add_argument("--target", type=lambda v: int(v) if v.lstrip("-").isdigit() else v, default=None,
                    help="class index or label (default: each image's top-1)")
     p.add_argument("--layer", action="append", help="layer to explain at (default: the architecture's)")
@@ -866,7 +871,7 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"netscope {args.command}: {exc}", file=sys.stderr)
         return 1
-    except ConnectionSettingsError as exc:  # half an mTLS pair, a token that cannot be metadata
+    except (ConnectionSettingsError, OutPathError) as exc:  # half an mTLS pair, ...; an --out that is no folder
         print(f"netscope {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

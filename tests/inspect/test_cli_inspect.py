@@ -38,17 +38,19 @@ def test_features_writes_grids_and_arrays(run_cli, client, insp, png_files, tmp_
 
 
 def test_kernels_writes_the_grid(run_cli, client, insp, tmp_path):
-    out_png, out_npy = tmp_path / "k.png", tmp_path / "k.npy"
-    code, out, err = run_cli("kernels", "--model", insp, "--layer", "conv1", "--out", str(out_png), "--npy", str(out_npy))
+    folder = tmp_path / "kern"  # --out is a folder, created if missing
+    code, out, err = run_cli("kernels", "--model", insp, "--layer", "conv1", "--out", str(folder), "--npy")
     assert code == 0, err
     assert "conv1: rgb, 64 of 64 tiles" in out
     want = client.kernels(insp, "conv1", tile_size=32)
-    assert out_png.read_bytes() == want.grid_png
-    np.testing.assert_array_equal(np.load(out_npy), want.weight)
+    assert (folder / f"{insp}.conv1.kernels.png").read_bytes() == want.grid_png
+    np.testing.assert_array_equal(np.load(folder / f"{insp}.conv1.kernels.npy"), want.weight)
     code, out, _ = run_cli("kernels", "--json", "--model", insp, "--layer", "layer1.0.conv2", "--mode", "per_channel",
-                           "--max-tiles", "8", "--out", str(out_png))
+                           "--max-tiles", "8", "--out", str(folder))
+    png = folder / f"{insp}.layer1.0.conv2.kernels.png"
     assert json.loads(out) == {"layer": "layer1.0.conv2", "mode": "per_channel", "tiles": 8, "total_tiles": 4096,
-                               "weight_shape": None, "png": str(out_png), "npy": None}
+                               "weight_shape": None, "png": str(png), "npy": None}
+    assert png.is_file()
 
 
 def test_stats_table_and_json(run_cli, client, insp, png_files):
