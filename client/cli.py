@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from .client import DEFAULT_SERVER, Client, NetscopeError
+from . import discovery_commands
 from .connection import ConnectionSettingsError
 from .out_folder import OutPathError, file_part, out_folder
+from .option_flags import add_option_flags, chosen_options
 
 
 # ---------------------------------------------------------------- output helpers
@@ -368,9 +370,7 @@ def cmd_explain(args) -> int:
     from .client import explain_request
     from .job_summary import job_summary, method_summary, table
 
-    options = {k: v for k, v in {"steps": args.steps, "window": args.window, "stride": args.stride,
-                                  "batch_size": args.batch_size, "baseline": args.baseline}.items() if v}
-    options.update(args.options or ())
+    options = chosen_options(args)
     methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
     out = out_folder(args.out)
     images = jobs.find_images(args.inputs, exclude=out)
@@ -430,7 +430,7 @@ def cmd_pointing(args) -> int:
         for spec in dict.fromkeys(args.methods or ["grad_cam"]):
             method, _, layer = spec.partition("@")
             try:
-                heat = maps(c, args.model, images, method, layers=[layer] if layer else (), **dict(args.options or ()))
+                heat = maps(c, args.model, images, method, layers=[layer] if layer else (), **chosen_options(args))
             except ValueError as exc:  # maps and boxes in different frames
                 print(f"netscope pointing: {exc}", file=sys.stderr)
                 return 2
@@ -466,7 +466,7 @@ def cmd_bench(args) -> int:
                         inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
                         store=args.store, device=args.device, dtype=args.dtype,
                         in_process_batch=args.in_process_batch, in_process_concurrency=args.in_process_concurrency,
-                        options=dict(args.options or ()), connect=connection(args))
+                        options=chosen_options(args), connect=connection(args))
     if args.json:
         print_json(results)
         return 0
@@ -729,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve(sub)
     add_train(sub)
     client_parser(sub, "models", "list loaded models and the store's checkpoints", cmd_models)
+    discovery_commands.add_commands(sub, client_parser)  # methods, server-info
     p = client_parser(sub, "info", "a model's details and layer table", cmd_info)
     p.add_argument("model")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="shapes for this input size")
@@ -798,13 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=lambda v: int(v) if v.lstrip("-").isdigit() else v, default=None,
                    help="class index or label (default: each image's top-1)")
     p.add_argument("--layer", action="append", help="layer to explain at (default: the architecture's)")
-    p.add_argument("--steps", type=int, default=0)
-    p.add_argument("--window", type=int, default=0)
-    p.add_argument("--stride", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=0)
-    p.add_argument("--baseline", default="")
     option_flag(p, "any other explanation option (repeatable), e.g. samples=200, seed=1, aug_smooth=true, "
                    "noise_tunnel=smoothgrad, fem_k=1.5, kpca_kernel=rbf")
+    add_option_flags(p)
     p.add_argument("--colormap", default="",
                    help="overlay colormap (default: the sign's: jet for heat, bwr for all, reds/blues/greens for "
                         "positive/negative/absolute_value)")
@@ -827,11 +824,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explanation method, optionally @layer (repeatable; default grad_cam)")
     p.add_argument("--tolerance", type=float, default=0.0, help="a peak this many pixels from its box still hits")
     option_flag(p, "an explanation option for every method (repeatable), e.g. samples=400")
+    add_option_flags(p, "explanation options, for every method")
     p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
     p.add_argument("--model", required=True)
     p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
     p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
     option_flag(p, "an option of that explanation (repeatable), e.g. batch_size=64")
+    add_option_flags(p, "explanation options, for --rpc explain")
     p.add_argument("--batch", type=int, default=1, help="images per request")
     p.add_argument("--concurrency", type=int, default=1, help="concurrent callers")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (unless --requests)")

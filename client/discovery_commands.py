@@ -1,0 +1,93 @@
+"""`netscope methods` and `netscope server-info`: what a server can do, from GetServerInfo."""
+from __future__ import annotations
+
+import sys
+
+from .explain_schema import default_text
+from .server_info import ServerInfo
+
+
+def add_commands(sub, client_parser) -> None:
+    p = client_parser(sub, "methods", "the server's explanation methods and their options (--json: the whole schema)",
+                      cmd_methods)
+    p.add_argument("method", nargs="?", help="show this method's options in detail")
+    client_parser(sub, "server-info", "the server's version, build, devices, dtypes, colormaps, limits and models",
+                  cmd_server_info)
+
+
+def _fetch(args) -> ServerInfo:
+    from .cli import connection
+    from .client import Client
+
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
+        return c.server_info()
+
+
+def _range(o) -> str:
+    """"1..1024" from the option's minimum and this server's ceiling."""
+    low = "" if o.minimum is None else f"{o.minimum:g}"
+    high = "" if o.ceiling_value is None else str(o.ceiling_value)
+    return f"{low}..{high}" if (low or high) else ""
+
+
+def cmd_methods(args) -> int:
+    from .cli import print_json, print_table
+
+    info = _fetch(args)
+    if args.method:
+        try:
+            m = info.method(args.method)
+        except KeyError as exc:
+            print(f"netscope methods: {exc.args[0]}", file=sys.stderr)
+            return 2
+        if args.json:
+            print_json({"method": m, "options": [info.option(n) for n in m.options]})
+            return 0
+        print(f"{m.name} ({m.family}, {m.cost}): {m.description}")
+        print(f"source: {m.source}")
+        print(f"needs: {', '.join(m.needs) or '-'}; draws noise: {'yes' if m.draws_noise else 'no'}; "
+              f"may batch: {'yes' if m.may_batch else 'no'}; signed maps: {'yes' if m.signed else 'no'}\n")
+        print_table([[o.name, o.type, default_text(o), _range(o) or "/".join(o.choices) or "-", o.description]
+                     for o in (info.option(n) for n in m.options)],
+                    ["option", "type", "default", "range", "what it does"])
+        return 0
+    if args.json:
+        print_json({"default_method": info.default_method, "methods": info.methods, "options": info.options,
+                    "limits": info.limits})
+        return 0
+    options = {o.name: o for o in info.options}
+    print_table([[m.name + (" *" if m.name == info.default_method else ""), m.family, m.cost,
+                  ", ".join(_with_default(options.get(n), n) for n in m.options) or "-"] for m in info.methods],
+                ["method", "family", "cost", "options (default)"])
+    print(f"\n* the default method. `netscope methods NAME` for one method's options in detail; "
+          f"set an option with --NAME VALUE or --option NAME=VALUE.")
+    return 0
+
+
+def _with_default(o, name: str) -> str:
+    return name if o is None or o.default is None else f"{name}={default_text(o)}"
+
+
+def cmd_server_info(args) -> int:
+    from .cli import print_json
+
+    info = _fetch(args)
+    if args.json:
+        print_json(info.to_dict())
+        return 0
+    b = info.build
+    print(f"netscope {info.version}" + (f" (commit {b.git_commit})" if b.git_commit else ""))
+    print(f"build: python {b.python}, torch {b.torch}, torchvision {b.torchvision}, captum {b.captum or '-'}, "
+          f"grpc {b.grpc}, cuda {b.cuda or '-'}")
+    print("devices: " + "; ".join(
+        d.name + (f" {d.description} ({d.total_memory_bytes / 2**30:.1f} GiB, compute "
+                  f"{'.'.join(map(str, d.capability))})" if d.description else "") for d in info.devices))
+    print(f"dtypes: {', '.join(info.dtypes)}")
+    print(f"colormaps: {', '.join(info.colormaps)}")
+    lim = info.limits
+    print(f"limits: {lim.max_message_bytes / 2**20:g} MiB per message, {lim.max_pixels:,} pixels per image, "
+          f"{lim.max_batch} images per request, {lim.stream_batch} per ExplainStream device batch")
+    print("explanation limits: " + ", ".join(f"{k} {v}" for k, v in lim.explain.items()))
+    print(f"methods: {len(info.methods)} (default {info.default_method}; `netscope methods` lists them)")
+    print(f"models: {', '.join(info.models) or 'none loaded'}")
+    return 0
