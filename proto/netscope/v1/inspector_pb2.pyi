@@ -542,7 +542,14 @@ class LayerStatsResponse(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[LayerStats, _Mapping]]] = ..., loss: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class ExplainOptions(_message.Message):
-    __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness", "seed", "fem_k", "finer_alpha", "finer_classes", "kpca_kernel", "kpca_gamma")
+    __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness", "seed", "fem_k", "finer_alpha", "finer_classes", "kpca_kernel", "kpca_gamma", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: OptionValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[OptionValue, _Mapping]] = ...) -> None: ...
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
@@ -562,6 +569,7 @@ class ExplainOptions(_message.Message):
     FINER_CLASSES_FIELD_NUMBER: _ClassVar[int]
     KPCA_KERNEL_FIELD_NUMBER: _ClassVar[int]
     KPCA_GAMMA_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     steps: int
     baseline: str
@@ -581,7 +589,20 @@ class ExplainOptions(_message.Message):
     finer_classes: int
     kpca_kernel: str
     kpca_gamma: float
-    def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ..., seed: _Optional[int] = ..., fem_k: _Optional[float] = ..., finer_alpha: _Optional[float] = ..., finer_classes: _Optional[int] = ..., kpca_kernel: _Optional[str] = ..., kpca_gamma: _Optional[float] = ...) -> None: ...
+    parameters: _containers.MessageMap[str, OptionValue]
+    def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ..., seed: _Optional[int] = ..., fem_k: _Optional[float] = ..., finer_alpha: _Optional[float] = ..., finer_classes: _Optional[int] = ..., kpca_kernel: _Optional[str] = ..., kpca_gamma: _Optional[float] = ..., parameters: _Optional[_Mapping[str, OptionValue]] = ...) -> None: ...
+
+class OptionValue(_message.Message):
+    __slots__ = ("bool_value", "int_value", "double_value", "string_value")
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    bool_value: bool
+    int_value: int
+    double_value: float
+    string_value: str
+    def __init__(self, bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("model", "images", "method", "target", "layers", "options", "render_overlay", "render_heatmap", "render", "targets")
