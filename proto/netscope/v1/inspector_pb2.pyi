@@ -768,7 +768,7 @@ class ServerLimits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_batch: _Optional[int] = ..., stream_batch: _Optional[int] = ..., explain: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class OptionSchema(_message.Message):
-    __slots__ = ("name", "type", "default", "minimum", "ceiling", "ceiling_value", "choices", "description", "methods")
+    __slots__ = ("name", "type", "default", "minimum", "ceiling", "ceiling_value", "choices", "description", "methods", "minimum_exclusive", "within_input", "requires")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FIELD_NUMBER: _ClassVar[int]
@@ -778,6 +778,9 @@ class OptionSchema(_message.Message):
     CHOICES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_INPUT_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     default: _struct_pb2.Value
@@ -787,7 +790,10 @@ class OptionSchema(_message.Message):
     choices: _containers.RepeatedScalarFieldContainer[str]
     description: str
     methods: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., minimum: _Optional[float] = ..., ceiling: _Optional[str] = ..., ceiling_value: _Optional[int] = ..., choices: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
+    minimum_exclusive: bool
+    within_input: bool
+    requires: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., minimum: _Optional[float] = ..., ceiling: _Optional[str] = ..., ceiling_value: _Optional[int] = ..., choices: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., minimum_exclusive: _Optional[bool] = ..., within_input: _Optional[bool] = ..., requires: _Optional[str] = ...) -> None: ...
 
 class MethodInfo(_message.Message):
     __slots__ = ("name", "family", "description", "source", "needs", "cost", "draws_noise", "may_batch", "signed", "options")
