@@ -225,14 +225,13 @@ class ModelInfo:
     device_decode: bool = False
     pin_memory: bool = True
     min_input_size: int = 1  # smallest H = W a preprocessed float image may have
-
     # Every option it is served with, as load_model's keywords (device, dtype, max_batch_size, ...).
     options: dict = field(default_factory=dict)
+
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.name == name)
 
 
-def _model_info(m: pb.ModelInfo) -> ModelInfo:
 def model_options_message(**options) -> pb.ModelOptions:
     """Keywords -> a ModelOptions message: its own field names, with those of
     its batching (max_batch_size, max_delay_ms, max_queue) flat beside them,
@@ -262,6 +261,7 @@ def _options_dict(o: pb.ModelOptions) -> dict:
             "device_decode": o.device_decode, "pin_memory": o.pin_memory if o.HasField("pin_memory") else True}
 
 
+def _model_info(m: pb.ModelInfo) -> ModelInfo:
     p = m.preprocessing
     return ModelInfo(
         model=m.model, arch=m.arch, source=m.source, weights=m.weights, device=m.device, dtype=m.dtype,
@@ -276,8 +276,8 @@ def _options_dict(o: pb.ModelOptions) -> dict:
                   "max_queue": m.batching.max_queue},
         channels_last=m.channels_last, compile=m.compile, compile_batch_sizes=list(m.compile_batch_sizes),
         device_decode=m.device_decode, pin_memory=m.pin_memory, min_input_size=m.min_input_size or 1,
-        layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
         options=_options_dict(m.options) if m.HasField("options") else {},
+        layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
                       l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
     )
 
