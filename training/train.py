@@ -20,6 +20,8 @@ import signal
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from torch import nn
 from . import checkpoint as ckpt_mod
 from . import data as data_mod
 from . import models as models_mod
+from . import paths as paths_mod
 
 log = logging.getLogger("netscope.training")
 
@@ -358,6 +361,7 @@ def train(args) -> dict:
     """Run training as `args` says; returns the final metrics. Raises UsageError for user mistakes."""
     t_start = time.time()
     resume = _resolve(args)
+    _check_paths(args)
     device = pick_device(args.device)
     dist = Dist(device)
     try:
@@ -366,17 +370,136 @@ def train(args) -> dict:
         dist.close()
 
 
+def _logdir(args) -> str | None:
+    """The run's TensorBoard folder (None: no logs)."""
+    if args.no_tensorboard:
+        return None
+    return args.logdir or str(pathlib.Path("runs") / pathlib.Path(args.out).stem)
+
+
+def _check_paths(args) -> None:
+    """Every path the run writes, checked before any work: a UsageError naming the path and why."""
+    why = paths_mod.file_problem(args.out)
+    if why:
+        raise UsageError(f"--out {args.out}: {why}")
+    logdir = _logdir(args)
+    why = paths_mod.folder_problem(logdir) if logdir else None
+    if why:
+        flag = "--logdir" if args.logdir else "TensorBoard folder (the default of --logdir)"
+        raise UsageError(f"{flag} {logdir}: {why}; pass another --logdir, or --no-tensorboard")
+    if args.download:  # torchvision downloads into the data's ROOT
+        try:
+            kind, root = data_mod.parse_spec(args.data)
+        except data_mod.DataError as e:
+            raise UsageError(str(e)) from None
+        why = paths_mod.folder_problem(root) if kind in ("cifar10", "mnist", "fashionmnist") else None
+        if why:
+            raise UsageError(f"--data {args.data} --download: {root}: {why}")
+
+
+@dataclass
+class _Loaders:
+    train_sampler: EpochSampler
+    generator: torch.Generator  # the train loader's: reseeded each epoch
+    train: torch.utils.data.DataLoader
+    val: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader
+    steps_per_epoch: int  # train batches per epoch on this rank
+
+
+@dataclass
+class _Optimisation:
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    per_batch: bool  # the scheduler steps per batch (one-cycle), not per epoch
+    use_amp: bool
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+
+
+@dataclass
+class _Run:
+    """A training run once set up, and where it stands."""
+
+    args: argparse.Namespace
+    device: torch.device
+    dist: Dist
+    out: pathlib.Path
+    say: Callable[..., None]
+    progress: bool  # progress bars (rank 0, not --no-progress)
+    ds: data_mod.Datasets
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    arch_kwargs: dict
+    member: object  # with --pretrained: the torchvision weights fine-tuned from
+    loaders: _Loaders
+    opt: _Optimisation
+    t_start: float
+    start_epoch: int = 0
+    skip_batches: int = 0  # batches of start_epoch already trained (a resumed interrupt)
+    rng_state: torch.Tensor | None = None  # torch's RNG at the interrupt, restored mid-epoch
+    resume_sums: list = field(default_factory=lambda: [0, 0, 0])  # loss*n, correct, n of that part epoch
+    metrics: dict = field(default_factory=lambda: {"history": []})  # "history": a row per epoch
+    logdir: str | None = None
+    tb: Logger | None = None
+    t_train: float = 0.0
+
+
+@dataclass
+class _Stop:
+    """The epochs ended early (Ctrl-C or --stop-after): what train() returns and says."""
+
+    result: dict
+    message: str
+
+
 def _train(args, resume, device, dist: Dist, t_start: float) -> dict:
+    """Set up, train the epochs, then either the early-stop message or the test report: one exit."""
+    run = _set_up(args, resume, device, dist, t_start)
+    run.logdir = _logdir(args) if dist.main else None
+    run.tb = Logger(run.logdir)
+    tqdm = _tqdm()
+    try:  # the one exit path: TensorBoard closed once, however the run ends
+        _announce(run)
+        with StopFlag() as stop, tqdm(range(run.start_epoch, args.epochs), desc="epochs", disable=not run.progress,
+                                      position=0, initial=run.start_epoch, total=args.epochs,
+                                      dynamic_ncols=True) as epochs_bar:
+            ended_early = _epochs(run, stop, epochs_bar)
+        if ended_early is not None:
+            run.say(f"{ended_early.message}: saved {run.out}; continue with --resume {run.out}")
+            return ended_early.result
+        return _test(run)
+    finally:
+        run.tb.close()
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def _set_up(args, resume, device, dist: Dist, t_start: float) -> _Run:
+    """Threads and seeds, data, model, loaders, optimiser and schedule, and the resume state."""
     if args.threads:
         torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    out = pathlib.Path(args.out)
-    progress = dist.main and not args.no_progress
+    ds = _build_data(args, resume)
+    model, member, head, arch_kwargs = _build_model(args, resume, ds, device)
+    loaders = _build_loaders(args, ds, dist, device)
+    net = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = _build_optimisation(args, model, head, loaders.steps_per_epoch, device)
     say = (lambda *a: print(*a, flush=True)) if dist.main else (lambda *a: None)
+    run = _Run(args=args, device=device, dist=dist, out=pathlib.Path(args.out), say=say,
+               progress=dist.main and not args.no_progress, ds=ds, model=model, net=net, arch_kwargs=arch_kwargs,
+               member=member, loaders=loaders, opt=opt, t_start=t_start)
+    if resume:
+        _restore(run, resume)
+    return run
 
-    # ------------------------------------------------------------------ model and data
+
+def _build_data(args, resume) -> data_mod.Datasets:
     ours = args.arch in models_mod.OUR_ARCHITECTURES
     if not ours and args.arch not in models_mod.torchvision_architectures():
         raise UsageError(str(models_mod._unknown(args.arch)))
@@ -391,17 +514,23 @@ def _train(args, resume, device, dist: Dist, t_start: float) -> dict:
             imagenet_norm=bool(args.pretrained), split=split)
     except data_mod.DataError as e:
         raise UsageError(str(e)) from None
-    pre = ds.preprocessing
     if resume and resume["num_classes"] != ds.num_classes:
         raise UsageError(f"--resume {args.resume} has {resume['num_classes']} classes; {args.data} has "
                          f"{ds.num_classes}")
+    return ds
 
+
+def _build_model(args, resume, ds, device) -> tuple[nn.Module, object, list[str], dict]:
+    """(model on `device`, pretrained weights member or None, head module names, arch kwargs)."""
+    pre = ds.preprocessing
+    ours = args.arch in models_mod.OUR_ARCHITECTURES
     arch_kwargs = dict(args.arch_arg)
     if ours:
         arch_kwargs = {"in_channels": pre["channels"], "input_size": pre["crop"][0], **arch_kwargs}
     if resume:
         arch_kwargs = dict(resume.get("arch_kwargs", {}))
     head: list[str] = []
+    member = None
     try:
         if args.pretrained and not resume:
             if ours:
@@ -428,204 +557,225 @@ def _train(args, resume, device, dist: Dist, t_start: float) -> dict:
                              f"({str(e).splitlines()[0]})") from None
     model.to(device)
     _check_input(model, pre, device, args.arch)
+    return model, member, head, arch_kwargs
 
-    # ------------------------------------------------------------------ loaders
+
+def _build_loaders(args, ds, dist: Dist, device) -> _Loaders:
     train_sampler = EpochSampler(len(ds.train), seed=args.seed, shuffle=True, rank=dist.rank, world=dist.world)
     common = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == "cuda")
-    loader_gen = torch.Generator()
-    train_loader = torch.utils.data.DataLoader(ds.train, sampler=train_sampler, generator=loader_gen, **common)
+    generator = torch.Generator()
+    train_loader = torch.utils.data.DataLoader(ds.train, sampler=train_sampler, generator=generator, **common)
 
     def eval_loader(dset):
         s = EpochSampler(len(dset), seed=0, shuffle=False, rank=dist.rank, world=dist.world, pad=False)
         return torch.utils.data.DataLoader(dset, sampler=s, **common)
 
-    val_loader, test_loader = eval_loader(ds.val), eval_loader(ds.test)
-    steps_per_epoch = math.ceil(len(train_sampler._indices()) / args.batch_size)
+    return _Loaders(train_sampler, generator, train_loader, eval_loader(ds.val), eval_loader(ds.test),
+                    steps_per_epoch=math.ceil(len(train_sampler._indices()) / args.batch_size))
 
-    net = model
-    if dist.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+def _build_optimisation(args, model, head: list[str], steps_per_epoch: int, device) -> _Optimisation:
     optimizer = build_optimizer(args, model, head)
     scheduler, per_batch = build_scheduler(args, optimizer, steps_per_epoch)
     use_amp = device.type == "cuda" and args.amp != "off"
     if args.amp == "on" and device.type != "cuda":
         log.warning("--amp on: mixed precision is for CUDA; training in float32 on %s", device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    return _Optimisation(optimizer, scheduler, per_batch, use_amp, torch.amp.GradScaler("cuda", enabled=use_amp),
+                         nn.CrossEntropyLoss(label_smoothing=args.label_smoothing))
 
-    start_epoch, skip_batches, history, rng_state = 0, 0, [], None
-    if resume:
-        start_epoch = int(resume.get("epoch", 0))
-        state = resume.get("extra", {}).get("resume", {})
-        skip_batches = int(state.get("batch", 0))
-        history = list(resume.get("metrics", {}).get("history", []))
-        rng_state = state.get("rng")
-        try:
-            if resume.get("optimizer_state_dict"):
-                optimizer.load_state_dict(resume["optimizer_state_dict"])
-            if scheduler is not None and resume.get("scheduler_state_dict"):
-                scheduler.load_state_dict(resume["scheduler_state_dict"])
-            if state.get("scaler") and use_amp:
-                scaler.load_state_dict(state["scaler"])
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise UsageError(f"--resume {args.resume}: optimiser/scheduler state does not fit these options "
-                             f"({e}); resume with the options of the original run") from None
-        if start_epoch >= args.epochs:
-            raise UsageError(f"--resume {args.resume} already has {start_epoch} epochs; pass --epochs above that")
-        say(f"resuming {args.resume} at epoch {start_epoch + 1}" + (f", batch {skip_batches + 1}" if skip_batches
-                                                                     else ""))
 
-    logdir = None
-    if dist.main and not args.no_tensorboard:
-        logdir = args.logdir or str(pathlib.Path("runs") / out.stem)
-    tb = Logger(logdir)
-    arg_record = {k: v for k, v in vars(args).items() if not callable(v) and k not in ("command",)}
-    arg_record["arch_arg"] = [list(kv) for kv in args.arch_arg]
+def _restore(run: _Run, resume: dict) -> None:
+    """Optimiser, schedule, scaler and position of the checkpoint `run` resumes from."""
+    args, opt = run.args, run.opt
+    run.start_epoch = int(resume.get("epoch", 0))
+    state = resume.get("extra", {}).get("resume", {})
+    run.skip_batches = int(state.get("batch", 0))
+    run.metrics["history"] = list(resume.get("metrics", {}).get("history", []))
+    run.rng_state = state.get("rng")
+    run.resume_sums = state.get("sums", [0, 0, 0])
+    try:
+        if resume.get("optimizer_state_dict"):
+            opt.optimizer.load_state_dict(resume["optimizer_state_dict"])
+        if opt.scheduler is not None and resume.get("scheduler_state_dict"):
+            opt.scheduler.load_state_dict(resume["scheduler_state_dict"])
+        if state.get("scaler") and opt.use_amp:
+            opt.scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise UsageError(f"--resume {args.resume}: optimiser/scheduler state does not fit these options "
+                         f"({e}); resume with the options of the original run") from None
+    if run.start_epoch >= args.epochs:
+        raise UsageError(f"--resume {args.resume} already has {run.start_epoch} epochs; pass --epochs above that")
+    run.say(f"resuming {args.resume} at epoch {run.start_epoch + 1}"
+            + (f", batch {run.skip_batches + 1}" if run.skip_batches else ""))
 
-    say(f"training {args.arch} on {args.data}: {len(ds.train)} train / {len(ds.val)} val / {len(ds.test)} test "
-        f"images, {ds.num_classes} classes, input {pre['channels']}x{pre['crop'][0]}x{pre['crop'][1]}, "
-        f"augment {ds.augment}, {device}" + (f", {dist.world} processes" if dist.enabled else "")
-        + (", mixed precision" if use_amp else ""))
+
+def _announce(run: _Run) -> None:
+    """The run's one-line summary; the first samples to TensorBoard when starting afresh."""
+    args, ds, dist = run.args, run.ds, run.dist
+    pre = ds.preprocessing
+    run.say(f"training {args.arch} on {args.data}: {len(ds.train)} train / {len(ds.val)} val / {len(ds.test)} test "
+            f"images, {ds.num_classes} classes, input {pre['channels']}x{pre['crop'][0]}x{pre['crop'][1]}, "
+            f"augment {ds.augment}, {run.device}" + (f", {dist.world} processes" if dist.enabled else "")
+            + (", mixed precision" if run.opt.use_amp else ""))
     if ds.info.get("skipped"):
-        say(f"skipped {ds.info['skipped']} corrupt image(s)")
-    if tb.w is not None and start_epoch == 0 and skip_batches == 0:
-        _log_samples(tb, ds, pre)
+        run.say(f"skipped {ds.info['skipped']} corrupt image(s)")
+    if run.tb.w is not None and run.start_epoch == 0 and run.skip_batches == 0:
+        _log_samples(run.tb, ds, pre)
 
-    def save(epoch_done: int, metrics: dict, resume_state: dict | None = None):
-        if not dist.main:
-            return
-        extra = {"args": arg_record, "data": ds.info, "augment": ds.augment, "seed": args.seed}
-        if args.pretrained:
-            extra["pretrained"] = str(member)
-        if resume_state:
-            extra["resume"] = resume_state
-        elif use_amp:
-            extra["resume"] = {"scaler": scaler.state_dict()}
-        ckpt_mod.save_checkpoint(
-            out, arch=args.arch, num_classes=ds.num_classes, class_names=ds.class_names, preprocessing=pre,
-            model_state_dict=model.state_dict(), arch_kwargs=arch_kwargs,
-            optimizer_state_dict=optimizer.state_dict(),
-            scheduler_state_dict=scheduler.state_dict() if scheduler is not None else None,
-            epoch=epoch_done, metrics=metrics, extra=extra)
 
-    metrics: dict = {"history": history}
-    tqdm = _tqdm()
-    epochs_bar = tqdm(range(start_epoch, args.epochs), desc="epochs", disable=not progress, position=0,
-                      initial=start_epoch, total=args.epochs, dynamic_ncols=True)
-    t_train = time.time()
-    with StopFlag() as stop:
-        for epoch in epochs_bar:
-            ds.train.set_epoch(epoch)
-            train_sampler.set_epoch(epoch, skip_batches * args.batch_size)
-            torch.manual_seed(epoch_seed(args.seed, epoch))
-            loader_gen.manual_seed(epoch_seed(args.seed, epoch))
-            batches = iter(train_loader)
-            net.train()
-            sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
-            if rng_state is not None:  # resuming mid-epoch: dropout etc. go on from where they stopped
-                torch.set_rng_state(rng_state)
-                rng_state = None
-                sums += torch.tensor(resume.get("extra", {}).get("resume", {}).get("sums", [0, 0, 0]),
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _arg_record(args) -> dict:
+    """The options as the checkpoint records them (what --resume inherits)."""
+    record = {k: v for k, v in vars(args).items() if not callable(v) and k not in ("command",)}
+    record["arch_arg"] = [list(kv) for kv in args.arch_arg]
+    return record
+
+
+def _save(run: _Run, epoch_done: int, resume_state: dict | None = None) -> None:
+    """Write the checkpoint (rank 0 only) after `epoch_done` whole epochs; `resume_state`: where
+    inside the next epoch an interrupted run stopped."""
+    if not run.dist.main:
+        return
+    args, ds, opt = run.args, run.ds, run.opt
+    extra = {"args": _arg_record(args), "data": ds.info, "augment": ds.augment, "seed": args.seed}
+    if args.pretrained:
+        extra["pretrained"] = str(run.member)
+    if resume_state:
+        extra["resume"] = resume_state
+    elif opt.use_amp:
+        extra["resume"] = {"scaler": opt.scaler.state_dict()}
+    ckpt_mod.save_checkpoint(
+        run.out, arch=args.arch, num_classes=ds.num_classes, class_names=ds.class_names,
+        preprocessing=ds.preprocessing, model_state_dict=run.model.state_dict(), arch_kwargs=run.arch_kwargs,
+        optimizer_state_dict=opt.optimizer.state_dict(),
+        scheduler_state_dict=opt.scheduler.state_dict() if opt.scheduler is not None else None,
+        epoch=epoch_done, metrics=run.metrics, extra=extra)
+
+
+# ----------------------------------------------------------------------------- epochs
+
+
+def _epochs(run: _Run, stop: StopFlag, epochs_bar) -> _Stop | None:
+    """Train the remaining epochs, a checkpoint after each; a _Stop if they end early."""
+    args, out = run.args, run.out
+    run.t_train = time.time()
+    for epoch in epochs_bar:
+        sums, batch_index, stopped = _train_epoch(run, epoch, stop)
+        steps = run.loaders.steps_per_epoch
+        if stopped and batch_index < steps:  # (stopped right at the end of an epoch: finish it normally)
+            state = {"batch": batch_index, "rng": torch.get_rng_state(), "sums": sums.tolist()}
+            if run.opt.use_amp:
+                state["scaler"] = run.opt.scaler.state_dict()
+            run.metrics["interrupted"] = {"epoch": epoch, "batch": batch_index}
+            _save(run, epoch, state)
+            return _Stop({"interrupted": True, "epoch": epoch, "batch": batch_index, "out": str(out)},
+                         f"interrupted in epoch {epoch + 1} after batch {batch_index}/{steps}")
+        row = _end_epoch(run, epoch, sums)
+        epochs_bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
+                               val_acc=f"{row['val_acc']:.3f}", refresh=False)
+        _save(run, epoch + 1)
+        if args.stop_after and epoch + 1 >= args.stop_after and epoch + 1 < args.epochs:
+            return _Stop({"interrupted": False, "stopped": True, "epoch": epoch + 1, "out": str(out)},
+                         f"stopped after epoch {epoch + 1} of {args.epochs} as asked")
+        if run.dist.broadcast_flag(stop.set):
+            return _Stop({"interrupted": True, "epoch": epoch + 1, "batch": 0, "out": str(out)},
+                         f"interrupted after epoch {epoch + 1}")
+    return None
+
+
+def _train_epoch(run: _Run, epoch: int, stop: StopFlag) -> tuple[torch.Tensor, int, bool]:
+    """One pass over this rank's share of the training set (from the resumed batch on):
+    (float64 [loss*n, correct, n] of this rank, batches done, whether a Ctrl-C stopped it)."""
+    args, loaders, opt, tb = run.args, run.loaders, run.opt, run.tb
+    run.ds.train.set_epoch(epoch)
+    loaders.train_sampler.set_epoch(epoch, run.skip_batches * args.batch_size)
+    torch.manual_seed(epoch_seed(args.seed, epoch))
+    loaders.generator.manual_seed(epoch_seed(args.seed, epoch))
+    batches = iter(loaders.train)
+    run.net.train()
+    sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
+    if run.rng_state is not None:  # resuming mid-epoch: dropout etc. go on from where they stopped
+        torch.set_rng_state(run.rng_state)
+        run.rng_state = None
+        sums += torch.tensor(run.resume_sums, dtype=torch.float64)
+    batch_index, run.skip_batches = run.skip_batches, 0
+    with _tqdm()(batches, total=loaders.steps_per_epoch, initial=batch_index, desc=f"epoch {epoch + 1}/{args.epochs}",
+                 leave=False, position=1, disable=not run.progress, dynamic_ncols=True) as batch_bar:
+        for x, y in batch_bar:
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=opt.use_amp):
+                logits = run.net(x)
+                loss = opt.criterion(logits, y)
+            opt.optimizer.zero_grad(set_to_none=True)
+            opt.scaler.scale(loss).backward()
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
+            if opt.scheduler is not None and opt.per_batch:
+                opt.scheduler.step()
+            batch_index += 1
+            with torch.no_grad():
+                sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)],
                                      dtype=torch.float64)
-            batch_bar = tqdm(batches, total=steps_per_epoch, initial=skip_batches,
-                             desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, position=1,
-                             disable=not progress, dynamic_ncols=True)
-            batch_index = skip_batches
-            skip_batches = 0
-            stopped = False
-            for x, y in batch_bar:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                    logits = net(x)
-                    loss = criterion(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if scheduler is not None and per_batch:
-                    scheduler.step()
-                batch_index += 1
-                with torch.no_grad():
-                    sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)],
-                                         dtype=torch.float64)
-                lr = optimizer.param_groups[-1]["lr"]
-                if progress:
-                    batch_bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}",
-                                          lr=f"{lr:.2e}", refresh=False)
-                if tb.w is not None:
-                    tb.add_scalar("batch/loss", loss.item(), epoch * steps_per_epoch + batch_index)
-                if dist.broadcast_flag(stop.set):
-                    stopped = True
-                    break
-            batch_bar.close()
-            if stopped:
-                state = {"batch": batch_index, "rng": torch.get_rng_state(), "sums": sums.tolist()}
-                if use_amp:
-                    state["scaler"] = scaler.state_dict()
-                if batch_index >= steps_per_epoch:  # stopped right at the end of an epoch: finish it normally
-                    state = None
-                    stopped = False
-                else:
-                    metrics["interrupted"] = {"epoch": epoch, "batch": batch_index}
-                    save(epoch, metrics, state)
-                    epochs_bar.close()
-                    say(f"interrupted in epoch {epoch + 1} after batch {batch_index}/{steps_per_epoch}: saved {out}; "
-                        f"continue with --resume {out}")
-                    tb.close()
-                    return {"interrupted": True, "epoch": epoch, "batch": batch_index, "out": str(out)}
-            sums = dist.all_sum(sums)
-            train_loss, train_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
-            val_loss, val_cm = evaluate(model, val_loader, device, ds.num_classes, dist, use_amp)
-            val_acc = float(np.trace(val_cm) / max(1, val_cm.sum()))
-            lr = optimizer.param_groups[-1]["lr"]
-            if scheduler is not None and not per_batch:
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(val_loss)
-                else:
-                    scheduler.step()
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": lr, "seconds": round(time.time() - t_train, 2)}
-            history.append(row)
-            metrics.update(row)
-            metrics.pop("interrupted", None)
-            epochs_bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", val_acc=f"{val_acc:.3f}",
-                                   refresh=False)
-            if not progress:
-                say(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}, "
-                    f"val loss {val_loss:.4f} acc {val_acc:.4f}, lr {lr:.2e}")
+            if run.progress:
+                batch_bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}",
+                                      lr=f"{opt.optimizer.param_groups[-1]['lr']:.2e}", refresh=False)
             if tb.w is not None:
-                _log_epoch(tb, model, row, epoch + 1)
-            save(epoch + 1, metrics)
-            if args.stop_after and epoch + 1 >= args.stop_after and epoch + 1 < args.epochs:
-                epochs_bar.close()
-                say(f"stopped after epoch {epoch + 1} of {args.epochs} as asked: saved {out}; "
-                    f"continue with --resume {out}")
-                tb.close()
-                return {"interrupted": False, "stopped": True, "epoch": epoch + 1, "out": str(out)}
-            if dist.broadcast_flag(stop.set):
-                epochs_bar.close()
-                say(f"interrupted after epoch {epoch + 1}: saved {out}; continue with --resume {out}")
-                tb.close()
-                return {"interrupted": True, "epoch": epoch + 1, "batch": 0, "out": str(out)}
-    epochs_bar.close()
+                tb.add_scalar("batch/loss", loss.item(), epoch * loaders.steps_per_epoch + batch_index)
+            if run.dist.broadcast_flag(stop.set):
+                return sums, batch_index, True
+    return sums, batch_index, False
 
-    test_loss, test_cm = evaluate(model, test_loader, device, ds.num_classes, dist, use_amp)
+
+def _end_epoch(run: _Run, epoch: int, sums: torch.Tensor) -> dict:
+    """Totals over all ranks, validation, the per-epoch scheduler step, history and logs: the epoch's row."""
+    args, opt = run.args, run.opt
+    sums = run.dist.all_sum(sums)
+    train_loss, train_acc = float(sums[0] / sums[2]), float(sums[1] / sums[2])
+    val_loss, val_cm = evaluate(run.model, run.loaders.val, run.device, run.ds.num_classes, run.dist, opt.use_amp)
+    val_acc = float(np.trace(val_cm) / max(1, val_cm.sum()))
+    lr = opt.optimizer.param_groups[-1]["lr"]
+    if opt.scheduler is not None and not opt.per_batch:
+        if isinstance(opt.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            opt.scheduler.step(val_loss)
+        else:
+            opt.scheduler.step()
+    row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+           "val_acc": val_acc, "lr": lr, "seconds": round(time.time() - run.t_train, 2)}
+    run.metrics["history"].append(row)
+    run.metrics.update(row)
+    run.metrics.pop("interrupted", None)
+    if not run.progress:
+        run.say(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}, "
+                f"val loss {val_loss:.4f} acc {val_acc:.4f}, lr {lr:.2e}")
+    if run.tb.w is not None:
+        _log_epoch(run.tb, run.model, row, epoch + 1)
+    return row
+
+
+# ----------------------------------------------------------------------------- the end
+
+
+def _test(run: _Run) -> dict:
+    """Test-set evaluation, the final checkpoint, the report; returns the final metrics."""
+    args, ds, tb, metrics = run.args, run.ds, run.tb, run.metrics
+    test_loss, test_cm = evaluate(run.model, run.loaders.test, run.device, ds.num_classes, run.dist, run.opt.use_amp)
     report = confusion_metrics(test_cm, ds.class_names)
     metrics.update(test_loss=test_loss, test_acc=report["accuracy"], per_class=report["per_class"],
-                   confusion_matrix=report["confusion_matrix"], train_seconds=round(time.time() - t_train, 2),
-                   total_seconds=round(time.time() - t_start, 2))
-    save(args.epochs, metrics)
+                   confusion_matrix=report["confusion_matrix"], train_seconds=round(time.time() - run.t_train, 2),
+                   total_seconds=round(time.time() - run.t_start, 2))
+    _save(run, args.epochs)
     if tb.w is not None:
         tb.add_scalar("test/accuracy", report["accuracy"], args.epochs)
         tb.add_image("test/confusion_matrix", confusion_image(test_cm, ds.class_names), args.epochs, dataformats="HWC")
-        tb.close()
-    say("")
-    say(f"test set ({int(test_cm.sum())} images):")
-    say(format_report(report, ds.class_names))
-    say(f"\ntest accuracy {report['accuracy']:.4f}; trained in {metrics['train_seconds']:.1f}s; wrote {out}")
-    if logdir:
-        say(f"TensorBoard logs: tensorboard --logdir {logdir}")
-    return {"interrupted": False, "out": str(out), **metrics}
+    run.say("")
+    run.say(f"test set ({int(test_cm.sum())} images):")
+    run.say(format_report(report, ds.class_names))
+    run.say(f"\ntest accuracy {report['accuracy']:.4f}; trained in {metrics['train_seconds']:.1f}s; wrote {run.out}")
+    if run.logdir:
+        run.say(f"TensorBoard logs: tensorboard --logdir {run.logdir}")
+    return {"interrupted": False, "out": str(run.out), **metrics}
 
 
 def _tqdm():
