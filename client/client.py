@@ -371,6 +371,24 @@ def _target(target: int | str | None) -> pb.Target | None:
     return pb.Target(index=int(target))
 
 
+def _per_image(target) -> bool:
+    """Whether `target` is one target per image (a list, tuple or array), not one for all."""
+    return target is not None and not isinstance(target, (str, bytes)) and not hasattr(target, "__index__") \
+        and hasattr(target, "__iter__")
+
+
+def _set_targets(req: pb.ExplainRequest, target) -> None:
+    """One target for every image (an index or label) or, from a sequence, one per image (None: its top-1)."""
+    if _per_image(target):
+        req.ClearField("target")
+        del req.targets[:]
+        req.targets.extend(_target(t) or pb.Target() for t in target)
+        return
+    t = _target(target)
+    if t is not None:
+        req.target.CopyFrom(t)
+
+
 # ---------------------------------------------------------------- the client
 
 class Client:
@@ -575,7 +593,12 @@ class Client:
                 colormap: str = "", alpha: float = 0.0, sign: str = "", clip_percentile: float | None = None,
                 faithfulness: bool = False, timeout: float | None = None,
                 **options) -> list[list[ClassExplanation]]:
-        """Per image (in order), one ClassExplanation per target class. `options`
+        """Per image (in order), one ClassExplanation per target class.
+        `target`: one class for every image (an index or a label; None: each
+        image's top-1; top_k > 1: its top-k) or a list of one per image
+        (index, label or None), explained in one request. A label matching
+        several classes (case-insensitively) is INVALID_ARGUMENT listing them.
+        `options`
         are ExplainOptions fields: steps, baseline, window, stride, batch_size,
         noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise, seed, fem_k,
         finer_alpha, finer_classes, kpca_kernel, kpca_gamma. Leave an option
@@ -611,7 +634,10 @@ class Client:
                      clip_percentile: float | None = None, faithfulness: bool = False,
                      in_flight: int = 64, timeout: float | None = None, **options) -> Iterator[StreamResult]:
         """Explain many images over one stream, yielding results as they finish.
-        `items` is any iterable (read lazily) of images or (id, image) pairs; at
+        `items` is any iterable (read lazily) of images, (id, image) pairs, or
+        (id, image, target) triples whose target (an index or a label) is that
+        image's own, in place of `target`: items with different targets still
+        share device batches on the server. At
         most `in_flight` are on the wire at once, so memory stays bounded. Keep
         in_flight at two of the server's stream batches (32 by default) or more,
         so the next batch is waiting while one computes."""
@@ -621,11 +647,17 @@ class Client:
 
         def requests():
             for n, item in enumerate(items):
-                item_id, image = item if isinstance(item, tuple) else (str(n), item)
+                own = None
+                if isinstance(item, tuple) and len(item) == 3:
+                    item_id, image, own = item
+                else:
+                    item_id, image = item if isinstance(item, tuple) else (str(n), item)
                 slots.acquire()
                 req = pb.ExplainRequest()
                 req.CopyFrom(spec)
                 req.images.append(to_image(image))
+                if own is not None:
+                    _set_targets(req, [own])
                 yield pb.ExplainStreamRequest(id=str(item_id), request=req)
 
         try:
@@ -691,10 +723,11 @@ def explain_request(model: str, images, method: str, target, layers, overlay: bo
                             render=pb.RenderOptions(colormap=colormap, alpha=alpha, sign=sign,
                                                     clip_percentile=clip_percentile),
                             options=pb.ExplainOptions(faithfulness=faithfulness, **options))
-    t = _target(target)
-    if t is not None:
-        req.target.CopyFrom(t)
+    _set_targets(req, target)
     if top_k:
+        if req.targets:
+            raise ValueError("top_k explains the same number of top classes of every image; give it or "
+                             "per-image targets, not both")
         req.target.top_k = top_k
     return req
 

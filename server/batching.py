@@ -57,13 +57,17 @@ class Work:
     images; `rows(result, start, stop)` cuts one request's share out of it.
     Requests whose `key`s are equal (and whose images have one shape) may
     share a batch; key None means: never batch this one, run it alone.
-    `urgent` work (Predict) goes ahead of the rest on the torch thread."""
+    `urgent` work (Predict) goes ahead of the rest on the torch thread.
+    `row_args`, when set, holds one entry per image (Explain's per-image
+    targets): a batch concatenates them in the images' order and calls
+    `run(batch, args)`, so each image keeps its own."""
 
     rpc: str
     key: Hashable | None
-    run: Callable[[torch.Tensor], Any]
+    run: Callable[..., Any]
     rows: Callable[[Any, int, int], Any]
     urgent: bool = False
+    row_args: tuple | None = None
 
 
 @dataclass
@@ -185,8 +189,9 @@ class Batcher:
             xs = [i.x for i in items]
             # On behalf of every caller in the batch: it stops only when all have gone.
             with cancel.serving(cancel.AnyOf(i.caller for i in items)):
+                args = () if work.row_args is None else ([a for i in items for a in i.work.row_args],)
                 result = torch_thread.run(self.device,
-                                          lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0]),
+                                          lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0], *args),
                                           urgent=work.urgent)
         except BaseException as exc:  # noqa: BLE001 - a shared batch failed: find out whose it was
             if len(items) == 1 or isinstance(exc, (Cancelled, DeadlineExceeded)):
@@ -232,6 +237,7 @@ def run(model: LoadedModel, x: torch.Tensor, work: Work) -> Batched:
     batcher = model.batcher
     if batcher is None or work.key is None or x.shape[0] >= batcher.max_batch:
         start = time.perf_counter()
-        result = torch_thread.run(model.device, work.run, x, urgent=work.urgent)
+        args = () if work.row_args is None else (list(work.row_args),)
+        result = torch_thread.run(model.device, work.run, x, *args, urgent=work.urgent)
         return Batched(work.rows(result, 0, x.shape[0]), 0.0, (time.perf_counter() - start) * 1e3, x.shape[0])
     return cancel.wait(batcher.submit(x, work))

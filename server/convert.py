@@ -231,12 +231,9 @@ def target_class(target: pb.Target, class_names: Sequence[str]) -> int | None:
             raise InvalidArgument(f"target class {target.index} is out of range 0..{len(class_names) - 1}")
         return int(target.index)
     if kind == "label":
-        try:
-            return list(class_names).index(target.label)
-        except ValueError:
-            raise InvalidArgument(f"target label {shown(target.label)} is not one of the model's classes"
-                                  f"{closest(target.label, class_names)}", reason="LABEL_NOT_FOUND", field="target.label",
-                                  metadata=closest_metadata(target.label, class_names)) from None
+        from .targets import class_index
+
+        return class_index(target.label, class_names)  # as Explain matches it: exact, else case-insensitive, never ambiguous
     return None
 
 
@@ -266,8 +263,8 @@ def layer_stats_to_proto(ls) -> pb.LayerStats:
 # ---------------------------------------------------------------- explanations
 
 def explain_target(target: pb.Target):
-    """Target message -> explain.Target (unset: top-1)."""
-    from .explain import Target
+    """Target message -> targets.Target (unset: top-1)."""
+    from .targets import Target
 
     kind = target.WhichOneof("kind")
     if kind == "index":
@@ -275,6 +272,36 @@ def explain_target(target: pb.Target):
     if kind == "label":
         return Target(label=target.label)
     return Target(top_k=int(target.top_k)) if target.top_k > 0 else None
+
+
+def explain_targets(request: pb.ExplainRequest):
+    """An ExplainRequest's target(s) -> what explain() takes: one
+    targets.Target (or None) for every image, or a list of one per image
+    from `targets`. Both set: InvalidArgument. (The count is checked
+    against the images by targets.Targets, naming both.)"""
+    if not request.targets:
+        return explain_target(request.target)
+    if _target_set(request.target):
+        raise InvalidArgument("give `target` (one class, or top_k, for every image) or `targets` (one per image), "
+                              "not both", reason="TARGETS_EXCLUSIVE", field="targets")
+    return [explain_target(t) for t in request.targets]
+
+
+def _target_set(target: pb.Target) -> bool:
+    return target.WhichOneof("kind") is not None or target.top_k != 0
+
+
+def per_image_target_messages(request: pb.ExplainRequest) -> list[pb.Target] | None:
+    """The request's targets as one message per image, when it asks for one
+    class per image (`targets`, or a `target` index, label or top-1, repeated
+    for each image); None for top_k > 1. Requests of this form that are equal
+    but for their images and targets share a device batch, each image keeping
+    its own target (stream.spec_key, explain_batching)."""
+    if request.targets:
+        return list(request.targets)
+    if request.target.WhichOneof("kind") is None and request.target.top_k > 1:
+        return None
+    return [request.target] * len(request.images)
 
 
 def explain_options(options: pb.ExplainOptions):

@@ -98,17 +98,7 @@ BASELINES = ("zeros", "blur", "noise", "mean")
 # ---------------------------------------------------------------- requests
 
 
-@dataclass(frozen=True)
-class Target:
-    """Which class to explain: an index, a label, or (neither) the top-k
-    predicted classes (top_k 0 or 1: the top-1)."""
-
-    index: int | None = None
-    label: str | None = None
-    top_k: int = 0
-
-
-TargetLike = Union[None, int, str, Target, Sequence[int]]
+from .targets import Target, TargetLike, Targets, class_index  # noqa: E402,F401 (part of this module's interface)
 
 
 @dataclass
@@ -211,82 +201,8 @@ def _pools_to_one(module: nn.Module) -> bool:
 # ---------------------------------------------------------------- targets
 
 
-class Targets:
-    """Resolves a target request against a model's outputs, per image."""
-
-    def __init__(self, spec: TargetLike, n_images: int, class_names: Sequence[str] | None):
-        self.class_names = list(class_names) if class_names is not None else None
-        self.n = n_images
-        self.per_image: list[int] | None = None
-        self.index: int | None = None
-        self.k = 1
-        if spec is None:
-            spec = Target()
-        if isinstance(spec, bool):
-            raise InvalidArgument("target must be a class index, a label, or top-k")
-        if isinstance(spec, int):
-            spec = Target(index=spec)
-        elif isinstance(spec, str):
-            spec = Target(label=spec)
-        elif not isinstance(spec, Target):
-            values = [int(v) for v in spec]
-            if len(values) != n_images:
-                raise InvalidArgument(f"{len(values)} targets given for {n_images} images; give one per image or one for all")
-            self.per_image = values
-            for v in values:
-                self._check_index(v)
-            return
-        if spec.index is not None and spec.label:
-            raise InvalidArgument("give a target index or a label, not both")
-        if spec.label:
-            self.index = self._index_of(spec.label)
-        elif spec.index is not None:
-            self.index = self._check_index(int(spec.index))
-        elif spec.top_k < 0:
-            raise InvalidArgument(f"top_k must be >= 1 (or 0 for the top-1); got {spec.top_k}")
-        else:
-            self.k = max(1, spec.top_k)
-            if self.class_names is not None and self.k > len(self.class_names):
-                raise InvalidArgument(f"top_k must be between 1 and {len(self.class_names)} (the model's class count); got {self.k}")
-
-    def _check_index(self, i: int, num_classes: int | None = None) -> int:
-        n = num_classes if num_classes is not None else (len(self.class_names) if self.class_names is not None else None)
-        if i < 0 or (n is not None and i >= n):
-            raise InvalidArgument(f"target class {i} is out of range: the model has {n} classes (0..{(n or 1) - 1})"
-                                  if n is not None else f"target class {i} must be >= 0")
-        return i
-
-    def _index_of(self, label: str) -> int:
-        names = self.class_names
-        if names is None:
-            raise InvalidArgument(f"target label {shown(label)}: this model has no class names; give a class index")
-        if label in names:
-            return names.index(label)
-        lowered = [n.lower() for n in names]
-        if label.lower() in lowered:
-            return lowered.index(label.lower())
-        raise InvalidArgument(f"no class labelled {shown(label)}{closest(label, names)}; give a label from the model's "
-                              "class_names or an index", reason="LABEL_NOT_FOUND", field="target.label",
-                              metadata=closest_metadata(label, names))
-
-    def pick(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N, k) long tensor of target classes on the logits' device."""
-        num_classes = logits.shape[1]
-        if self.per_image is not None:
-            for v in self.per_image:
-                self._check_index(v, num_classes)
-            return torch.tensor(self.per_image, device=logits.device, dtype=torch.long)[:, None]
-        if self.index is not None:
-            self._check_index(self.index, num_classes)
-            return torch.full((logits.shape[0], 1), self.index, device=logits.device, dtype=torch.long)
-        if self.k > num_classes:
-            raise InvalidArgument(f"top_k must be between 1 and {num_classes} (the model's class count); got {self.k}")
-        return logits.topk(self.k, dim=1).indices
-
-    def label(self, i: int) -> str:
-        if self.class_names is not None and 0 <= i < len(self.class_names):
-            return self.class_names[i]
-        return str(i)
+# Targets (which class each image is explained for, one for all or one per
+# image, labels matched without silent ambiguity): server/targets.py.
 
 
 # ---------------------------------------------------------------- options

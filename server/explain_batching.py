@@ -60,17 +60,21 @@ def batchable(method: str, options: Options) -> bool:
 
 
 def explain_batched(model: LoadedModel, x: torch.Tensor, key: bytes, method: str, *, targets,
-                    layers: Sequence[str] | None, options: Options) -> Batched:
+                    layers: Sequence[str] | None, options: Options, per_image: bool = False) -> Batched:
     """explain.explain on x, through the model's batcher with the other
-    requests of equal `key` (the request minus its images) when the method
-    is batchable. The result's value is this request's Explanation."""
+    requests of equal `key` (the request minus its images, and its targets
+    when per_image) when the method is batchable. per_image: `targets` is a
+    list of one target per image of x, and travels with those images into
+    the batch. The result's value is this request's Explanation."""
 
-    def run(batch: torch.Tensor) -> Explanation:
-        return explain.explain(model.module, model.to_device(batch), method, targets=targets, layers=layers,
+    def run(batch: torch.Tensor, row_targets: list | None = None) -> Explanation:
+        return explain.explain(model.module, model.to_device(batch), method,
+                               targets=row_targets if per_image else targets, layers=layers,
                                options=options, arch=model.arch, class_names=model.class_names)
 
     def rows(result: Explanation, start: int, stop: int) -> Explanation:
         return Explanation(result.method, result.layers, result.images[start:stop])
 
-    work = batching.Work("Explain", key if batchable(method, options) else None, run, rows)
+    work = batching.Work("Explain", key if batchable(method, options) else None, run, rows,
+                         row_args=tuple(targets) if per_image else None)
     return batching.run(model, x, work)

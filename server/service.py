@@ -286,7 +286,7 @@ class InspectorService(pb_grpc.InspectorServicer):
     def check_explanation(self, m: LoadedModel, request: pb.ExplainRequest, n_images: int, input_shape) -> "explain.Checked":
         checked = explain.validate(
             m.module, request.method, convert.explain_options(request.options), n_images, input_shape,
-            targets=convert.explain_target(request.target), layers=list(request.layers) or None, arch=m.arch,
+            targets=convert.explain_targets(request), layers=list(request.layers) or None, arch=m.arch,
             class_names=m.class_names, ceilings=self.limits.explain, faithfulness=request.options.faithfulness)
         convert.check_render(request)
         return checked
@@ -309,9 +309,13 @@ class InspectorService(pb_grpc.InspectorServicer):
         """The maps (the device), in a dynamic batch when the model batches."""
         request, m = job.request, job.model
         job.clock.lap("queue")
+        # One class per image travels with its image into a shared batch (per_image); top-k stays per request.
+        per_image = convert.per_image_target_messages(request)
         run = explain_batching.explain_batched(
-            m, job.x, spec_key(request), request.method, targets=convert.explain_target(request.target),
-            layers=list(request.layers) or None, options=convert.explain_options(request.options))
+            m, job.x, spec_key(request), request.method,
+            targets=convert.explain_targets(request) if per_image is None else [convert.explain_target(t) for t in per_image],
+            per_image=per_image is not None, layers=list(request.layers) or None,
+            options=convert.explain_options(request.options))
         job.result, job.device_batch_size = run.value, run.device_batch_size
         explain.check_finite(job.result, m.id)  # never a NaN map as OK, whatever the method
         job.clock.lap("compute")

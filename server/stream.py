@@ -30,7 +30,7 @@ import grpc
 
 from netscope.v1 import inspector_pb2 as pb
 
-from . import cancel
+from . import cancel, convert
 from .errors import Cancelled, DeadlineExceeded, rich_status
 
 _END = object()
@@ -46,22 +46,36 @@ class Stages(Protocol):
 
 
 def spec_key(request: pb.ExplainRequest) -> bytes:
-    """What an item asks for, minus its images: items with equal keys batch together."""
+    """What an item asks for, minus its images: items with equal keys batch
+    together. A request for one class per image (`targets`, or a `target`
+    index, label or top-1) is keyed without its targets too, so images with
+    different targets share a batch, each with its own (`merged`)."""
     spec = pb.ExplainRequest()
     spec.CopyFrom(request)
     del spec.images[:]
-    return spec.SerializeToString(deterministic=True)
+    per_image = convert.per_image_target_messages(request) is not None
+    if per_image:
+        spec.ClearField("target")
+        del spec.targets[:]
+    return (b"per-image:" if per_image else b"") + spec.SerializeToString(deterministic=True)
 
 
 def merged(items: list[pb.ExplainStreamRequest]) -> pb.ExplainRequest:
-    """One request holding the images of items that share a spec_key."""
+    """One request holding the images of items that share a spec_key (and,
+    when they ask for one class per image, each image's target)."""
     if len(items) == 1:
         return items[0].request
     out = pb.ExplainRequest()
     out.CopyFrom(items[0].request)
     del out.images[:]
-    for item in items:
+    targets = [convert.per_image_target_messages(item.request) for item in items]
+    if targets[0] is not None:
+        out.ClearField("target")
+        del out.targets[:]
+    for item, own in zip(items, targets):
         out.images.extend(item.request.images)
+        if own is not None:
+            out.targets.extend(own)
     return out
 
 
