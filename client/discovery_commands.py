@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .explain_schema import default_text
+from .explain_schema import default_text, range_text
 from .server_info import ServerInfo
 
 
@@ -24,10 +24,8 @@ def _fetch(args) -> ServerInfo:
 
 
 def _range(o) -> str:
-    """"1..1024" from the option's minimum and this server's ceiling."""
-    low = "" if o.minimum is None else f"{o.minimum:g}"
-    high = "" if o.ceiling_value is None else str(o.ceiling_value)
-    return f"{low}..{high}" if (low or high) else ""
+    """">= 1, <= 1024": the option's bounds with this server's ceiling."""
+    return range_text(o, ceiling="" if o.ceiling_value is None else str(o.ceiling_value))
 
 
 def cmd_methods(args) -> int:

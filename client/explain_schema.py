@@ -73,15 +73,25 @@ def options_table(options) -> str:
     """A Markdown table of the options: type, default, range, choices, methods, description."""
     rows = ["| option | type | default | range | methods | what it does |", "| --- | --- | --- | --- | --- | --- |"]
     for o in options:
-        low = "" if o.minimum is None else f">= {o.minimum:g}"
-        high = f"<= `{o.ceiling}` limit" if o.ceiling else ""
-        span = ", ".join(x for x in (low, high) if x)
+        span = range_text(o, ceiling=f"`{o.ceiling}` limit" if o.ceiling else "")
         if o.choices:
             span = " / ".join(f"`{c}`" for c in o.choices)
         used = ", ".join(o.methods) if len(o.methods) <= 6 else f"{len(o.methods)} methods"
         rows.append(f"| `{o.name}` | {o.type} | {default_text(o)} | {span or '-'} | {used or '-'} "
                     f"| {_cell(o.description)} |")
     return "\n".join(rows)
+
+
+def range_text(o: OptionSchema, ceiling: str = "") -> str:
+    """">= 1, <= 1024", "> 0", "<= the input's side": the bounds a value must keep."""
+    parts = []
+    if o.minimum is not None:
+        parts.append(f"{'>' if o.minimum_exclusive else '>='} {o.minimum:g}")
+    if ceiling:
+        parts.append(f"<= {ceiling}")
+    if o.within_input:
+        parts.append("<= the input's shorter side")
+    return ", ".join(parts)
 
 
 def methods_by_family(methods) -> str:

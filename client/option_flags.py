@@ -34,6 +34,8 @@ def help_text(o) -> str:
     text = o.description
     if o.default is not None and "default" not in text:
         text += f" (default {explain_schema.default_text(o)})"
+    if o.requires:
+        text += f"; only with --{o.requires.replace('_', '-')}"
     if o.methods and len(o.methods) <= 4:
         text += f" [{', '.join(o.methods)}]"
     return text.replace("%", "%%")  # argparse formats help with %

@@ -52,6 +52,9 @@ class OptionSchema:
     choices: tuple[str, ...]
     description: str
     methods: tuple[str, ...]  # the methods that take it
+    minimum_exclusive: bool = False  # the value must be above `minimum`, not equal to it
+    within_input: bool = False  # a length in pixels: at most the input's shorter side
+    requires: str = ""  # another option that must be set for this one to mean anything
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,8 @@ def _option(o: pb.OptionSchema) -> OptionSchema:
         name=o.name, type=o.type, default=_value(o.default, o.type),
         minimum=o.minimum if o.HasField("minimum") else None, ceiling=o.ceiling,
         ceiling_value=o.ceiling_value if o.HasField("ceiling_value") else None, choices=tuple(o.choices),
-        description=o.description, methods=tuple(o.methods))
+        description=o.description, methods=tuple(o.methods), minimum_exclusive=o.minimum_exclusive,
+        within_input=o.within_input, requires=o.requires)
 
 
 def _value(v, type_: str):

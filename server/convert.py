@@ -415,6 +415,7 @@ def server_info_to_proto(info) -> pb.ServerInfo:
                                signed=m.signed, options=m.options) for m in info.methods],
         options=[pb.OptionSchema(name=o.name, type=o.type, default=value(o.default), minimum=o.minimum,
                                  ceiling=o.ceiling or "", ceiling_value=o.ceiling_value, choices=o.choices,
-                                 description=o.description, methods=o.methods) for o in info.options],
+                                 description=o.description, methods=o.methods, minimum_exclusive=o.minimum_exclusive,
+                                 within_input=o.within_input, requires=o.requires) for o in info.options],
         models=info.models,
     )

@@ -65,6 +65,9 @@ class OptionInfo:
     choices: tuple[str, ...]
     description: str
     methods: tuple[str, ...]  # the methods that take it
+    minimum_exclusive: bool = False  # the value must be above `minimum`
+    within_input: bool = False  # a length in pixels, at most the input's shorter side
+    requires: str = ""  # another option that must be set for this one to mean anything
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,9 @@ def option_info(spec, method_specs, ceilings: dict[str, int]) -> OptionInfo:
         name=spec.name, type=spec.type, default=spec.default, minimum=spec.minimum, ceiling=spec.ceiling,
         ceiling_value=ceilings.get(spec.ceiling) if spec.ceiling else None, choices=tuple(spec.choices or ()),
         description=spec.description,
-        methods=tuple(m.name for m in method_specs if spec.name in m.options))
+        methods=tuple(m.name for m in method_specs if spec.name in m.options),
+        minimum_exclusive=bool(getattr(spec, "exclusive", False)), within_input=bool(getattr(spec, "within_input", False)),
+        requires=getattr(spec, "requires", None) or "")
 
 
 def _specs(collection) -> list:

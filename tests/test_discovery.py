@@ -41,6 +41,7 @@ def check_against_registry(info, limits) -> None:
         assert (o.type, o.default, o.minimum, o.choices, o.description) == (
             s.type, s.default, s.minimum, tuple(s.choices), s.description)
         assert o.ceiling == (s.ceiling or "")
+        assert (o.minimum_exclusive, o.within_input, o.requires) == (s.exclusive, s.within_input, s.requires or "")
         assert o.ceiling_value == (getattr(limits.explain, s.ceiling) if s.ceiling else None)
         assert o.methods == tuple(n for n, m in specs.items() if o.name in m.options)
     assert info.default_method == registry.DEFAULT_METHOD
