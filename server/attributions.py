@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import warnings
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ from torch import nn
 from .errors import InvalidArgument
 from .hooks import capture, find_layer
 from .maps import Raw, first_tensor
+from .methods import register_method
 
 # Captum warns on every call of the hooking methods; here that is by design
 # (the hooks live on a private copy) and would only flood a server's log.
@@ -51,8 +54,6 @@ warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks",
 warnings.filterwarnings("ignore", message=r"You are providing multiple inputs for Lime", module=r"captum")
 warnings.filterwarnings("ignore", message=r"Objective did not converge", module=r"sklearn")
 
-HOOKING_METHODS = ("guided_backprop", "deconvolution", "deeplift", "guided_grad_cam")
-RANDOM_METHODS = ("gradient_shap", "lime", "kernel_shap", "shapley_value_sampling")
 # Samples per image by default: Captum's own defaults (Lime's interpretable
 # model fits 50 perturbations; KernelShap 25; Shapley sampling 25 permutations).
 DEFAULT_SAMPLES = {"gradient_shap": 5, "lime": 50, "kernel_shap": 25, "shapley_value_sampling": 25}
@@ -214,7 +215,64 @@ def _seeded(seed: int | None, device: torch.device):
         np.random.set_state(state)
 
 
-def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick, opts) -> Raw:
+@dataclass
+class Call:
+    """What a method's builder sees: the network to attribute (the served
+    model, or a private copy), its logits function, the (N, C, H, W) input
+    (float32 for half models), the layers, the options, and per_row: the
+    perturbed inputs per forward pass for each (image, class) row so that a
+    pass holds at most max(rows, batch_size) inputs."""
+
+    net: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    x: torch.Tensor
+    layers: list[str]
+    opts: object  # explain.Options
+    rows: int
+    batch_size: int
+
+    @property
+    def per_row(self) -> int:
+        return max(1, self.batch_size // self.rows)
+
+    def baseline(self) -> torch.Tensor:
+        return baseline_of(self.opts.baseline, self.x, self.opts.seed)
+
+
+@dataclass
+class Attribute:
+    """A Captum algorithm and the keywords of its `attribute` call.
+    per_image_baselines: call it once per row, each with its own baseline."""
+
+    algo: object
+    kwargs: dict = field(default_factory=dict)
+    per_image_baselines: bool = False
+
+
+NOISE_TUNNEL = ("noise_tunnel", "nt_samples", "nt_stdev")
+
+
+def attribution_method(*, name: str, description: str, source: str, options=(), hooks: bool = False,
+                       noise_tunnel: bool = True, needs=("gradients",), **fields):
+    """Declare a Captum method (see methods.register_method) from its
+    builder `build(c: Call) -> Attribute`. hooks: Captum hooks the modules,
+    so it runs on a private copy. noise_tunnel: takes the NoiseTunnel options."""
+
+    def wrap(build: Callable) -> Callable:
+        def fn(model, x, layers, pick, opts) -> Raw:
+            return _compute(model, x, name, layers, pick, opts, build, hooks, fields.get("draws_noise", False))
+
+        fn.__doc__ = build.__doc__
+        register_method(name=name, family="attribution", description=description, source=source, needs=needs,
+                        options=("batch_size",) + tuple(options) + (NOISE_TUNNEL if noise_tunnel else ()),
+                        **fields)(fn)
+        return build
+
+    return wrap
+
+
+def _compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick, opts, build, hooks: bool,
+             random: bool) -> Raw:
     with torch.no_grad(), (capture(model, layers) if layers else nullcontext()) as cap:
         logits = first_tensor(model(x)).detach()
     if layers:
@@ -226,7 +284,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
     if x.dtype in HALF:  # targets chosen by the served model; attributions computed in float32
         net, x = float32_copy(model), x.float()
     else:
-        net = private_copy(model) if method in HOOKING_METHODS else model
+        net = private_copy(model) if hooks else model
 
     def forward(inp: torch.Tensor) -> torch.Tensor:
         return first_tensor(net(inp))
@@ -236,61 +294,14 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
     k = targets.shape[1]
     # Every pass holds at most max(rows, batch_size) inputs: Captum's
     # perturbation and sample counts are per row of the (images x classes) batch.
-    rows = n * k
-    per_row = max(1, bs // rows)
-    kwargs: dict = {}
-    per_image_baselines = False
-    if method == "integrated_gradients":
-        algo = IntegratedGradients(forward)
-        kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed), n_steps=opts.get("steps", 50),
-                      internal_batch_size=max(rows, bs))
-    elif method == "saliency":
-        algo = Saliency(forward)
-    elif method == "guided_backprop":
-        algo = GuidedBackprop(net)
-    elif method == "deconvolution":
-        algo = Deconvolution(net)
-    elif method == "input_x_gradient":
-        algo = InputXGradient(forward)
-    elif method == "deeplift":
-        unshare_reused(net, x)
-        algo = DeepLift(net)
-        kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed))
-    elif method == "gradient_shap":
-        algo = GradientShap(forward)
-        kwargs = dict(n_samples=opts.get("samples", DEFAULT_SAMPLES[method]), stdevs=float(opts.get("noise", 0.0)))
-        algo = _Chunked(algo, per_row)
-        per_image_baselines = (opts.baseline or "zeros") != "zeros"
-        if not per_image_baselines:
-            kwargs["baselines"] = torch.zeros_like(x[:1])
-    elif method == "occlusion":
-        window, stride = window_of(opts, x)
-        c = x.shape[1]
-        algo = Occlusion(forward)
-        kwargs = dict(sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-                      baselines=baseline_of(opts.baseline, x, opts.seed), perturbations_per_eval=per_row)
-    elif method == "feature_ablation":
-        window, _ = window_of(opts, x)
-        algo = FeatureAblation(forward)
-        kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed), feature_mask=patch_mask(x, window),
-                      perturbations_per_eval=per_row)
-    elif method in ("lime", "kernel_shap", "shapley_value_sampling"):
-        # The features are window x window squares (as feature_ablation's); each
-        # image gets its own surrogate model (Lime, KernelShap) or permutations.
-        window, _ = window_of(opts, x)
-        algo = {"lime": Lime, "kernel_shap": KernelShap, "shapley_value_sampling": ShapleyValueSampling}[method](forward)
-        kwargs = dict(baselines=baseline_of(opts.baseline, x, opts.seed), feature_mask=patch_mask(x, window),
-                      n_samples=opts.get("samples", DEFAULT_SAMPLES[method]), perturbations_per_eval=per_row)
-    elif method == "guided_grad_cam":
-        algo = GuidedGradCam(net, find_layer(net, layers[0]))
-        kwargs = dict(interpolate_mode="bilinear")
-    else:  # pragma: no cover - explain() validated the name
-        raise InvalidArgument(f"unknown attribution method {method!r}")
+    call = Call(net, forward, x, layers, opts, rows=n * k, batch_size=bs)
+    spec = build(call)
+    algo, kwargs = spec.algo, dict(spec.kwargs)
 
     if opts.noise_tunnel:
         algo = NoiseTunnel(algo)
         kwargs.update(nt_type=opts.noise_tunnel, nt_samples=opts.get("nt_samples", 5),
-                      stdevs=float(opts.get("nt_stdev", 1.0)), nt_samples_batch_size=per_row)
+                      stdevs=float(opts.get("nt_stdev", 1.0)), nt_samples_batch_size=call.per_row)
 
     # Top-k: each image once per target class, all in one call (Captum
     # explains one target per example; this batches them together).
@@ -299,10 +310,9 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
     for key in ("baselines",):
         if isinstance(kwargs.get(key), torch.Tensor) and kwargs[key].shape[0] == n and k > 1:
             kwargs[key] = kwargs[key].repeat_interleave(k, dim=0)
-    random = opts.noise_tunnel or method in RANDOM_METHODS
-    with _seeded(opts.seed if random else None, x.device):
-        if per_image_baselines:
-            base = baseline_of(opts.baseline, x, opts.seed).repeat_interleave(k, dim=0)
+    with _seeded(opts.seed if random or opts.noise_tunnel else None, x.device):
+        if spec.per_image_baselines:
+            base = call.baseline().repeat_interleave(k, dim=0)
             if isinstance(algo, _Chunked):
                 algo.per_call = max(1, bs)  # one row per call here
             attr = torch.cat([algo.attribute(xs[i : i + 1].detach().requires_grad_(True), baselines=base[i : i + 1], target=ts[i : i + 1], **kwargs)
@@ -311,6 +321,125 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
             attr = algo.attribute(xs, target=ts, **kwargs)
     attribution = attr.detach().float().reshape(n, k, *x.shape[1:])  # (N, k, C, H, W)
     return Raw(logits, targets, attribution.sum(dim=2), None, attribution=attribution)
+
+
+# ---------------------------------------------------------------- the methods
+
+SIGNED = dict(signed=True)  # maps with a meaningful sign: drawn on a diverging colormap
+
+
+@attribution_method(name="integrated_gradients", options=("steps", "baseline"), sampled=True, cost="moderate",
+                    description="Integrated Gradients (Captum)", source="Sundararajan et al., ICML 2017", **SIGNED)
+def integrated_gradients(c: Call) -> Attribute:
+    return Attribute(IntegratedGradients(c.forward), dict(
+        baselines=c.baseline(), n_steps=c.opts.get("steps", 50), internal_batch_size=max(c.rows, c.batch_size)))
+
+
+@attribution_method(name="saliency", description="absolute input gradient (Captum Saliency)",
+                    source="Simonyan et al., ICLR Workshops 2014")
+def saliency(c: Call) -> Attribute:
+    return Attribute(Saliency(c.forward))
+
+
+@attribution_method(name="guided_backprop", hooks=True, description="Guided Backpropagation (Captum)",
+                    source="Springenberg et al., ICLR Workshops 2015", **SIGNED)
+def guided_backprop(c: Call) -> Attribute:
+    return Attribute(GuidedBackprop(c.net))
+
+
+@attribution_method(name="guided_grad_cam", hooks=True, needs=("gradients", "layer", "conv_layer"), max_layers=1,
+                    description="Guided Grad-CAM (Captum): guided backprop x upsampled Grad-CAM",
+                    source="Selvaraju et al., ICCV 2017", **SIGNED)
+def guided_grad_cam(c: Call) -> Attribute:
+    return Attribute(GuidedGradCam(c.net, find_layer(c.net, c.layers[0])), dict(interpolate_mode="bilinear"))
+
+
+@attribution_method(name="deconvolution", hooks=True, description="Deconvolution (Captum)",
+                    source="Zeiler & Fergus, ECCV 2014", **SIGNED)
+def deconvolution(c: Call) -> Attribute:
+    return Attribute(Deconvolution(c.net))
+
+
+@attribution_method(name="input_x_gradient", description="input x gradient (Captum)",
+                    source="Shrikumar et al., 2016", **SIGNED)
+def input_x_gradient(c: Call) -> Attribute:
+    return Attribute(InputXGradient(c.forward))
+
+
+@attribution_method(name="deeplift", hooks=True, options=("baseline",), description="DeepLIFT (Captum)",
+                    source="Shrikumar et al., ICML 2017", **SIGNED)
+def deeplift(c: Call) -> Attribute:
+    unshare_reused(c.net, c.x)
+    return Attribute(DeepLift(c.net), dict(baselines=c.baseline()))
+
+
+@attribution_method(name="gradient_shap", options=("samples", "noise", "baseline"), noise_tunnel=False,
+                    draws_noise=True, sampled=True, cost="moderate", description="GradientSHAP (Captum)",
+                    source="Lundberg & Lee, NeurIPS 2017", **SIGNED)
+def gradient_shap(c: Call) -> Attribute:
+    """Gradient SHAP already averages over noisy samples: no noise tunnel."""
+    kwargs = dict(n_samples=c.opts.get("samples", DEFAULT_SAMPLES["gradient_shap"]),
+                  stdevs=float(c.opts.get("noise", 0.0)))
+    per_image = (c.opts.baseline or "zeros") != "zeros"
+    if not per_image:
+        kwargs["baselines"] = torch.zeros_like(c.x[:1])
+    return Attribute(_Chunked(GradientShap(c.forward), c.per_row), kwargs, per_image_baselines=per_image)
+
+
+@attribution_method(name="occlusion", options=("window", "stride", "baseline"), forward_only=True, sampled=True,
+                    cost="expensive", description="score drop under a sliding occluding window (Captum Occlusion)",
+                    source="Zeiler & Fergus, ECCV 2014", **SIGNED)
+def occlusion(c: Call) -> Attribute:
+    window, stride = window_of(c.opts, c.x)
+    ch = c.x.shape[1]
+    return Attribute(Occlusion(c.forward), dict(
+        sliding_window_shapes=(ch, window, window), strides=(ch, stride, stride), baselines=c.baseline(),
+        perturbations_per_eval=c.per_row))
+
+
+@attribution_method(name="feature_ablation", options=("window", "baseline"), forward_only=True, sampled=True,
+                    cost="expensive",
+                    description="score drop when each window-sized patch is ablated (Captum FeatureAblation)",
+                    source="Captum (FeatureAblation)", **SIGNED)
+def feature_ablation(c: Call) -> Attribute:
+    window, _ = window_of(c.opts, c.x)
+    return Attribute(FeatureAblation(c.forward), dict(
+        baselines=c.baseline(), feature_mask=patch_mask(c.x, window), perturbations_per_eval=c.per_row))
+
+
+def _surrogate(algo_class, name: str):
+    """Lime, KernelShap and ShapleyValueSampling: the features are window x
+    window squares (as feature_ablation's); each image gets its own
+    surrogate model (Lime, KernelShap) or permutations."""
+
+    def build(c: Call) -> Attribute:
+        window, _ = window_of(c.opts, c.x)
+        return Attribute(algo_class(c.forward), dict(
+            baselines=c.baseline(), feature_mask=patch_mask(c.x, window),
+            n_samples=c.opts.get("samples", DEFAULT_SAMPLES[name]), perturbations_per_eval=c.per_row))
+
+    return build
+
+
+def _two_patches(opts, hw) -> None:
+    h, w = hw
+    side = opts.window if opts.window is not None else max(1, min(h, w) // 8)
+    if -(-h // side) * -(-w // side) < 2:
+        raise InvalidArgument(f"kernel_shap needs at least 2 window-sized patches; the {h}x{w} input is one "
+                              f"patch of {side}: use a smaller window", field="options.window")
+
+
+_SURROGATE = dict(options=("window", "baseline", "samples"), draws_noise=True, forward_only=True, sampled=True,
+                  cost="expensive", **SIGNED)
+attribution_method(name="lime", source="Ribeiro et al., KDD 2016", **_SURROGATE,
+                   description="LIME: a linear surrogate fitted to random subsets of window-sized patches (Captum Lime)",
+                   )(_surrogate(Lime, "lime"))
+attribution_method(name="kernel_shap", source="Lundberg & Lee, NeurIPS 2017", check=_two_patches, **_SURROGATE,
+                   description="Kernel SHAP: Shapley values of window-sized patches from a weighted linear fit "
+                               "(Captum KernelShap)")(_surrogate(KernelShap, "kernel_shap"))
+attribution_method(name="shapley_value_sampling", source="Castro et al., 2009", **_SURROGATE,
+                   description="Shapley values of window-sized patches over sampled permutations "
+                               "(Captum ShapleyValueSampling)")(_surrogate(ShapleyValueSampling, "shapley_value_sampling"))
 
 
 class _Chunked:

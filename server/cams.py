@@ -39,6 +39,7 @@ Conv2d/BatchNorm2d.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -47,29 +48,99 @@ from torch import nn
 from .errors import FailedPrecondition, InvalidArgument
 from .hooks import capture, find_layer, replace_output
 from .maps import Layout, Raw, first_component, first_tensor, layout_of, normalize, upsample
+from .methods import OptionSpec, register_method
 
 Pick = Callable[[torch.Tensor], torch.Tensor]
+Maps = dict  # {layer: [k maps of shape (N, h, w)]}
 
-GRADIENT_METHODS = ("grad_cam", "grad_cam_plus_plus", "smooth_grad_cam_plus_plus", "xgrad_cam", "hires_cam",
-                    "grad_cam_elementwise", "layer_cam", "eigen_grad_cam", "finer_cam", "shapley_cam")
-SCORE_METHODS = ("score_cam", "ss_cam", "is_cam")
-KPCA_KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 DEFAULT_BATCH = 32
 AUGMENTATIONS = [(flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)]
+SMOOTHING = ("aug_smooth", "eigen_smooth")  # every map-weighing CAM takes them
 
 
-def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick: Pick, opts) -> Raw:
-    if method == "full_grad":
-        if not opts.aug_smooth:
-            return _full_grad(model, x, layers, pick)
-        batch, pick_clean, clean = _augment(x, pick)
-        raw = _full_grad(model, batch, layers, pick_clean)
-        return Raw(raw.logits[clean], raw.targets[clean], _deaugment(raw.heatmap, x.shape[0]), None, layers=raw.layers)
+@dataclass
+class Pass:
+    """The shared forward pass of a CAM, as a method's `maps` function sees it."""
+
+    model: nn.Module
+    x: torch.Tensor  # (N, C, H, W) preprocessed batch
+    layers: list[str]
+    opts: object  # explain.Options
+    cap: object  # hooks.Capture of the explained layers
+    out: torch.Tensor  # (N, classes) logits, carrying the graph from the layers when the method needs gradients
+    logits: torch.Tensor  # the same, detached
+    targets: torch.Tensor  # (N, k) long
+    layouts: dict[str, Layout]
+    acts: dict[str, torch.Tensor]  # {layer: (N, C, h, w) float32 activations}
+
+    @property
+    def k(self) -> int:
+        return self.targets.shape[1]
+
+    @property
+    def eigen(self) -> bool:
+        return bool(self.opts.eigen_smooth)
+
+    def reduce(self, a, *, weights=None, elementwise=None) -> torch.Tensor:
+        return _reduce(a, weights=weights, elementwise=elementwise, eigen=self.eigen)
+
+    def per_gradient(self, weigh: Callable, *, score: Callable | None = None, gradients: Callable | None = None) -> Maps:
+        """For each target j and layer: weigh(A, G) with G the gradient of
+        score(self, j) (default: the summed target logits) in A."""
+        if not self.out.requires_grad:
+            raise InvalidArgument(f"the model's output does not depend on {', '.join(self.layers)}")
+        maps: Maps = {n: [] for n in self.layers}
+        for j in range(self.k):
+            s = score(self, j) if score else self.out.gather(1, self.targets[:, j : j + 1]).sum()
+            grads = (gradients or _plain_gradients)(self.cap, s, self.layers, retain_graph=j < self.k - 1)
+            for n in self.layers:
+                maps[n].append(weigh(self.acts[n], self.layouts[n].grid(grads[n]).float()))
+        return maps
+
+    def per_layer(self, weights: Callable) -> Maps:
+        """For each layer: weights(layer) -> (N, k, C) channel weights, reduced per target."""
+        maps: Maps = {}
+        for n in self.layers:
+            w = weights(n)
+            maps[n] = [self.reduce(self.acts[n], weights=w[:, j]) for j in range(self.k)]
+        return maps
+
+    def class_agnostic(self, one: Callable) -> Maps:
+        """For each layer: one map (N, h, w) from the activations, the same for every target."""
+        return {n: [one(self.acts[n])] * self.k for n in self.layers}
+
+
+def _plain_gradients(cap, score, layers, retain_graph):
+    return cap.gradients(score, layers, retain_graph=retain_graph)
+
+
+def cam_method(*, name: str, description: str, source: str, family: str = "cam", needs=("layer",),
+               options=(), smoothing=SMOOTHING, **fields):
+    """Declare a CAM (see methods.register_method) from its `maps(p: Pass) -> Maps`
+    function: the shared pass, aug_smooth and multi-layer fusion come from here."""
+    grad = "gradients" in needs
+
+    def wrap(maps_fn: Callable) -> Callable:
+        def fn(model, x, layers, pick, opts) -> Raw:
+            return _compute(model, x, name, layers, pick, opts, maps_fn, grad)
+
+        fn.__doc__ = maps_fn.__doc__
+        register_method(name=name, family=family, description=description, source=source, needs=needs,
+                        options=tuple(smoothing) + tuple(options), **fields)(fn)
+        return maps_fn
+
+    return wrap
+
+
+def _compute(model, x, method, layers, pick, opts, maps_fn, grad) -> Raw:
     size = x.shape[-2:]
     if opts.aug_smooth:
-        logits, targets, maps = _augmented(model, x, method, layers, pick, opts)
+        batch, pick_clean, clean = _augment(x, pick)
+        logits, targets, maps = _maps(model, batch, method, layers, pick_clean, opts, maps_fn, grad)
+        logits, targets = logits[clean], targets[clean]
+        maps = {name: _deaugment(m, x.shape[0]) for name, m in maps.items()}
     else:
-        logits, targets, maps = _maps(model, x, method, layers, pick, opts)
+        logits, targets, maps = _maps(model, x, method, layers, pick, opts, maps_fn, grad)
     if len(layers) == 1:
         heat = maps[layers[0]]
         return Raw(logits, targets, heat, upsample(heat, size))
@@ -82,71 +153,19 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], p
 # ---------------------------------------------------------------- the shared pass
 
 
-def _maps(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick: Pick, opts):
+def _maps(model: nn.Module, x: torch.Tensor, method: str, layers: list[str], pick: Pick, opts, maps_fn, grad: bool):
     """(logits, targets, {layer: (N, k, h, w) relu'd maps})."""
-    needs_grad = method in GRADIENT_METHODS
     modules = {n: find_layer(model, n) for n in layers}
-    with capture(model, layers, grad=needs_grad) as cap:
+    with capture(model, layers, grad=grad) as cap:
         with torch.no_grad():
             out = first_tensor(model(x))
     cap.require_all()
     logits = out.detach()
     targets = pick(logits)
-    k = targets.shape[1]
     layouts = {n: layout_of(model, n, modules[n], cap.outputs[n], method) for n in layers}
     acts = {n: layouts[n].grid(cap.outputs[n].detach()).float() for n in layers}
-    eigen = opts.eigen_smooth
-    maps: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-
-    if method == "smooth_grad_cam_plus_plus":
-        moments = _noisy_gradient_moments(model, x, layers, layouts, targets, opts)
-        for j in range(k):
-            for n in layers:
-                g1, g2, g3 = moments[n][j]
-                w = _plus_plus_weights(acts[n], g1, g2, g3)
-                maps[n].append(_reduce(acts[n], weights=w, eigen=eigen))
-    elif needs_grad:
-        if not out.requires_grad:
-            raise InvalidArgument(f"{method}: the model's output does not depend on {', '.join(layers)}")
-        for j in range(k):
-            if method == "finer_cam":
-                score = _finer_score(out, targets[:, j], opts).sum()
-            else:
-                score = out.gather(1, targets[:, j : j + 1]).sum()
-            if method == "shapley_cam":
-                grads = _shapley_gradients(cap, score, layers, retain_graph=j < k - 1)
-            else:
-                grads = cap.gradients(score, layers, retain_graph=j < k - 1)
-            for n in layers:
-                maps[n].append(_gradient_map(method, acts[n], layouts[n].grid(grads[n]).float(), eigen))
-    elif method == "eigen_cam":
-        for n in layers:
-            m = torch.relu(first_component(acts[n]))
-            maps[n] = [m] * k
-    elif method == "kpca_cam":
-        for n in layers:
-            m = torch.relu(_kernel_component(acts[n], opts.get("kpca_kernel", "sigmoid"), opts.kpca_gamma))
-            maps[n] = [m] * k
-    elif method == "fem":
-        for n in layers:
-            maps[n] = [_reduce(acts[n], weights=_fem_weights(acts[n], opts.get("fem_k", 2.0)), eigen=eigen)] * k
-    elif method == "cam":
-        n = layers[0]
-        a, weights = _cam_weights(model, n, acts[n], logits, targets)
-        for j in range(k):
-            maps[n].append(_reduce(a, weights=weights[:, j], eigen=eigen))
-    elif method in SCORE_METHODS:
-        for n in layers:
-            weights = _score_weights(model, x, acts[n], targets, method, opts)
-            for j in range(k):
-                maps[n].append(_reduce(acts[n], weights=weights[:, j], eigen=eigen))
-    elif method == "ablation_cam":
-        for n in layers:
-            weights = _ablation_weights(model, x, n, layouts[n], acts[n], logits, targets, opts)
-            for j in range(k):
-                maps[n].append(_reduce(acts[n], weights=weights[:, j], eigen=eigen))
-    else:  # pragma: no cover - explain() validated the name
-        raise InvalidArgument(f"unknown CAM method {method!r}")
+    p = Pass(model, x, layers, opts, cap, out, logits, targets, layouts, acts)
+    maps = maps_fn(p)
     return logits, targets, {n: torch.stack(ms, dim=1) for n, ms in maps.items()}
 
 
@@ -162,24 +181,169 @@ def _reduce(a: torch.Tensor, *, weights: torch.Tensor | None = None, elementwise
     return torch.relu(elementwise.sum(1))
 
 
-def _gradient_map(method: str, a: torch.Tensor, g: torch.Tensor, eigen: bool) -> torch.Tensor:
-    if method in ("grad_cam", "finer_cam", "shapley_cam"):
-        return _reduce(a, weights=g.mean(dim=(2, 3)), eigen=eigen)
-    if method == "grad_cam_plus_plus":
+# ---------------------------------------------------------------- the gradient CAMs
+
+
+@cam_method(name="grad_cam", needs=("gradients", "layer"),
+            description="channels weighted by their spatially averaged gradient",
+            source="Selvaraju et al., ICCV 2017")
+def grad_cam(p: Pass) -> Maps:
+    return p.per_gradient(lambda a, g: p.reduce(a, weights=g.mean(dim=(2, 3))))
+
+
+@cam_method(name="grad_cam_plus_plus", needs=("gradients", "layer"),
+            description="Grad-CAM++: positive gradients weighted by second/third-order terms",
+            source="Chattopadhay et al., WACV 2018")
+def grad_cam_plus_plus(p: Pass) -> Maps:
+    def weigh(a, g):
         g2 = g * g
-        return _reduce(a, weights=_plus_plus_weights(a, g, g2, g2 * g), eigen=eigen)
-    if method == "xgrad_cam":
-        w = (g * a / (a.sum(dim=(2, 3), keepdim=True) + 1e-7)).sum(dim=(2, 3))
-        return _reduce(a, weights=w, eigen=eigen)
-    if method == "hires_cam":
-        return _reduce(a, elementwise=g * a, eigen=eigen)
-    if method == "grad_cam_elementwise":
-        return _reduce(a, elementwise=torch.relu(g * a), eigen=eigen)
-    if method == "layer_cam":
-        return _reduce(a, elementwise=torch.relu(g) * a, eigen=eigen)
-    if method == "eigen_grad_cam":
-        return _reduce(a, elementwise=g * a, eigen=True)
-    raise InvalidArgument(f"unknown gradient CAM {method!r}")  # pragma: no cover
+        return p.reduce(a, weights=_plus_plus_weights(a, g, g2, g2 * g))
+
+    return p.per_gradient(weigh)
+
+
+@cam_method(name="smooth_grad_cam_plus_plus", needs=("gradients", "layer"), options=("samples", "noise"),
+            draws_noise=True, cost="moderate",
+            description="Grad-CAM++ with gradient moments averaged over noisy copies of the input",
+            source="Omeiza et al., 2019 (Smooth Grad-CAM++)")
+def smooth_grad_cam_plus_plus(p: Pass) -> Maps:
+    moments = _noisy_gradient_moments(p.model, p.x, p.layers, p.layouts, p.targets, p.opts)
+    return {n: [p.reduce(p.acts[n], weights=_plus_plus_weights(p.acts[n], *moments[n][j])) for j in range(p.k)]
+            for n in p.layers}
+
+
+@cam_method(name="xgrad_cam", needs=("gradients", "layer"),
+            description="XGrad-CAM: gradients weighted by normalised activations",
+            source="Fu et al., BMVC 2020")
+def xgrad_cam(p: Pass) -> Maps:
+    return p.per_gradient(
+        lambda a, g: p.reduce(a, weights=(g * a / (a.sum(dim=(2, 3), keepdim=True) + 1e-7)).sum(dim=(2, 3))))
+
+
+@cam_method(name="hires_cam", needs=("gradients", "layer"),
+            description="HiResCAM: element-wise gradient x activation, summed over channels",
+            source="Draelos & Carin, 2020")
+def hires_cam(p: Pass) -> Maps:
+    return p.per_gradient(lambda a, g: p.reduce(a, elementwise=g * a))
+
+
+@cam_method(name="grad_cam_elementwise", needs=("gradients", "layer"),
+            description="element-wise ReLU(gradient x activation), summed over channels",
+            source="pytorch-grad-cam (GradCAMElementWise)")
+def grad_cam_elementwise(p: Pass) -> Maps:
+    return p.per_gradient(lambda a, g: p.reduce(a, elementwise=torch.relu(g * a)))
+
+
+@cam_method(name="layer_cam", needs=("gradients", "layer"),
+            description="LayerCAM: ReLU(gradient) x activation; several layers are fused",
+            source="Jiang et al., IEEE TIP 2021")
+def layer_cam(p: Pass) -> Maps:
+    return p.per_gradient(lambda a, g: p.reduce(a, elementwise=torch.relu(g) * a))
+
+
+@cam_method(name="eigen_cam", needs=("layer",), forward_only=True,
+            description="first principal component of the activations (no gradients, class-agnostic)",
+            source="Muhammad & Yeasin, IJCNN 2020")
+def eigen_cam(p: Pass) -> Maps:
+    return p.class_agnostic(lambda a: torch.relu(first_component(a)))
+
+
+@cam_method(name="eigen_grad_cam", needs=("gradients", "layer"),
+            description="first principal component of gradient x activation",
+            source="pytorch-grad-cam (EigenGradCAM)")
+def eigen_grad_cam(p: Pass) -> Maps:
+    return p.per_gradient(lambda a, g: _reduce(a, elementwise=g * a, eigen=True))
+
+
+@cam_method(name="shapley_cam", needs=("gradients", "layer"),
+            description="ShapleyCAM: gradient less half the Hessian-vector product, averaged per channel",
+            source="Cai et al., 2025 (ShapleyCAM)")
+def shapley_cam(p: Pass) -> Maps:
+    return p.per_gradient(lambda a, g: p.reduce(a, weights=g.mean(dim=(2, 3))), gradients=_shapley_gradients)
+
+
+@cam_method(name="kpca_cam", needs=("layer",), forward_only=True,
+            options=(OptionSpec("kpca_kernel", "str", "kpca_cam's kernel (default sigmoid)",
+                                choices=("sigmoid", "rbf", "poly", "linear", "cosine"), proto_field="kpca_kernel"),
+                     OptionSpec("kpca_gamma", "float", "kpca_cam's kernel gamma (default 1 / channels)", minimum=0.0,
+                                exclusive=True, proto_field="kpca_gamma")),
+            description="KPCA-CAM: first kernel principal component of the activations (no gradients, class-agnostic)",
+            source="Karmani et al., 2024 (KPCA-CAM)")
+def kpca_cam(p: Pass) -> Maps:
+    kernel, gamma = p.opts.get("kpca_kernel", "sigmoid"), p.opts.kpca_gamma
+    return p.class_agnostic(lambda a: torch.relu(_kernel_component(a, kernel, gamma)))
+
+
+@cam_method(name="fem", needs=("layer",), forward_only=True,
+            options=(OptionSpec("fem_k", "float", "fem: a channel weighs the share of its pixels above mean + fem_k "
+                                "standard deviations (default 2)", proto_field="fem_k"),),
+            description="FEM: channels weighted by their share of pixels above mean + k std (no gradients, class-agnostic)",
+            source="Fu et al., 2020 (Feature Explanation Method)")
+def fem(p: Pass) -> Maps:
+    k = p.opts.get("fem_k", 2.0)
+    return p.class_agnostic(lambda a: p.reduce(a, weights=_fem_weights(a, k)))
+
+
+@cam_method(name="finer_cam", needs=("gradients", "layer"),
+            options=(OptionSpec("finer_alpha", "float", "finer_cam: the share of each similar class's logit "
+                                "subtracted (default 1)", proto_field="finer_alpha"),
+                     OptionSpec("finer_classes", "int", "finer_cam: how many classes with the closest logits it "
+                                "compares against (default 3)", minimum=1, ceiling="finer_classes",
+                                proto_field="finer_classes")),
+            description="Finer-CAM: Grad-CAM of the target's logit minus those of its most similar classes",
+            source="Zhang et al., CVPR 2025 (Finer-CAM)")
+def finer_cam(p: Pass) -> Maps:
+    return p.per_gradient(lambda a, g: p.reduce(a, weights=g.mean(dim=(2, 3))),
+                          score=lambda q, j: _finer_score(q.out, q.targets[:, j], q.opts).sum())
+
+
+@cam_method(name="cam", needs=("layer", "conv_layer", "linear_head"), forward_only=True, max_layers=1,
+            description="class activation mapping: the classifier's fc weights on the last conv features "
+                        "(GAP + Linear heads only)",
+            source="Zhou et al., CVPR 2016")
+def cam(p: Pass) -> Maps:
+    n = p.layers[0]
+    a, weights = _cam_weights(p.model, n, p.acts[n], p.logits, p.targets)
+    return {n: [p.reduce(a, weights=weights[:, j]) for j in range(p.k)]}
+
+
+# ---------------------------------------------------------------- the perturbation CAMs
+
+
+@cam_method(name="score_cam", family="perturbation_cam", needs=("layer",), options=("batch_size",),
+            forward_only=True, sampled=True, cost="expensive",
+            description="channels weighted by the score of the input masked by each channel",
+            source="Wang et al., CVPR Workshops 2020")
+def score_cam(p: Pass) -> Maps:
+    return p.per_layer(lambda n: _score_weights(p.model, p.x, p.acts[n], p.targets, [(1.0, 0.0)], p.opts))
+
+
+@cam_method(name="ss_cam", family="perturbation_cam", needs=("layer",), options=("samples", "noise", "batch_size"),
+            draws_noise=True, forward_only=True, sampled=True, cost="expensive",
+            description="Smoothed Score-CAM: Score-CAM scores averaged over noisy masked inputs",
+            source="Wang et al., 2020 (SS-CAM)")
+def ss_cam(p: Pass) -> Maps:
+    variants = [(1.0, p.opts.get("noise", 0.3))] * p.opts.get("samples", 4)
+    return p.per_layer(lambda n: _score_weights(p.model, p.x, p.acts[n], p.targets, variants, p.opts))
+
+
+@cam_method(name="is_cam", family="perturbation_cam", needs=("layer",), options=("steps", "batch_size"),
+            forward_only=True, sampled=True, cost="expensive",
+            description="Integrated Score-CAM: Score-CAM scores integrated over mask intensities",
+            source="Naidu et al., 2020 (IS-CAM)")
+def is_cam(p: Pass) -> Maps:
+    steps = p.opts.get("steps", 10)
+    variants = [((i + 1) / steps, 0.0) for i in range(steps)]
+    return p.per_layer(lambda n: _score_weights(p.model, p.x, p.acts[n], p.targets, variants, p.opts))
+
+
+@cam_method(name="ablation_cam", family="perturbation_cam", needs=("layer",), options=("batch_size",),
+            forward_only=True, sampled=True, cost="expensive",
+            description="channels weighted by the score drop when each is zeroed",
+            source="Desai & Ramaswamy, WACV 2020")
+def ablation_cam(p: Pass) -> Maps:
+    return p.per_layer(lambda n: _ablation_weights(p.model, p.x, n, p.layouts[n], p.acts[n], p.logits, p.targets,
+                                                   p.opts))
 
 
 def _shapley_gradients(cap, score: torch.Tensor, layers: list[str], retain_graph: bool) -> dict[str, torch.Tensor]:
@@ -338,23 +502,19 @@ def _cam_weights(model: nn.Module, layer: str, a: torch.Tensor, logits: torch.Te
 # ---------------------------------------------------------------- Score-CAM family
 
 
-def _score_weights(model, x, a: torch.Tensor, targets: torch.Tensor, method: str, opts) -> torch.Tensor:
+def _score_weights(model, x, a: torch.Tensor, targets: torch.Tensor, variants: list[tuple[float, float]],
+                   opts) -> torch.Tensor:
     """(N, k, C) softmax weights from forward passes of masked inputs.
 
-    Each channel's mask is its activation upsampled to the input and min-max
-    normalised. Dead channels (constant activation) all mask the input to 0:
-    one forward per image stands for all of them (no NaN, no wasted work)."""
+    variants: (mask scale, noise standard deviation) pairs, each run for
+    every channel and averaged (Score-CAM: [(1, 0)]; IS-CAM: scales 1/n..1;
+    SS-CAM: noisy copies). Each channel's mask is its activation upsampled to
+    the input and min-max normalised. Dead channels (constant activation) all
+    mask the input to 0: one forward per image stands for all of them (no NaN,
+    no wasted work)."""
     n_img, c, _, _ = a.shape
     size = x.shape[-2:]
     bs = opts.get("batch_size", DEFAULT_BATCH)
-    if method == "is_cam":
-        steps = opts.get("steps", 10)
-        variants = [((i + 1) / steps, 0.0) for i in range(steps)]
-    elif method == "ss_cam":
-        sigma = opts.get("noise", 0.3)
-        variants = [(1.0, sigma)] * opts.get("samples", 4)
-    else:
-        variants = [(1.0, 0.0)]
     gen = _generator(x.device, opts.seed) if any(s > 0 for _, s in variants) else None
 
     flat = a.flatten(2)
@@ -446,14 +606,6 @@ def _deaugment(m: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack(views).mean(0)
 
 
-def _augmented(model, x, method, layers, pick, opts):
-    """Maps averaged over horizontal flips x intensity factors (0.9, 1, 1.1),
-    all in one batch; targets chosen on the unaugmented image."""
-    batch, pick_clean, clean = _augment(x, pick)
-    logits, targets, maps = _maps(model, batch, method, layers, pick_clean, opts)
-    return logits[clean], targets[clean], {name: _deaugment(m, x.shape[0]) for name, m in maps.items()}
-
-
 # ---------------------------------------------------------------- FullGrad
 
 
@@ -479,6 +631,18 @@ def _normalized_abs(t: torch.Tensor) -> torch.Tensor:
     t = t - t.min(dim=1, keepdim=True).values
     t = t / (t.max(dim=1, keepdim=True).values + 1e-6)
     return t
+
+
+@register_method(name="full_grad", family="cam", needs=("gradients",), options=("aug_smooth",),
+                 own_layers=bias_layers,
+                 description="FullGrad: input-gradient plus bias-gradients of every conv/BN layer",
+                 source="Srinivas & Fleuret, NeurIPS 2019")
+def full_grad(model, x, layers, pick, opts) -> Raw:
+    if not opts.aug_smooth:
+        return _full_grad(model, x, layers, pick)
+    batch, pick_clean, clean = _augment(x, pick)
+    raw = _full_grad(model, batch, layers, pick_clean)
+    return Raw(raw.logits[clean], raw.targets[clean], _deaugment(raw.heatmap, x.shape[0]), None, layers=raw.layers)
 
 
 def _full_grad(model, x, layers, pick) -> Raw:

@@ -305,20 +305,39 @@ def per_image_target_messages(request: pb.ExplainRequest) -> list[pb.Target] | N
 
 
 def explain_options(options: pb.ExplainOptions):
-    """ExplainOptions message -> explain.Options. Unset fields mean the method's
-    default; counts set to 0 reach explain() and are refused there."""
+    """ExplainOptions message -> explain.Options, from its typed fields (each
+    option's OptionSpec.proto_field; unset means the method's default) and its
+    `parameters` map (any option by name). Counts set to 0 reach explain() and
+    are refused there. InvalidArgument: an unknown name in the map (with the
+    closest names), a map entry with no value, or an option set both in its
+    typed field and in the map."""
+    from . import methods
     from .explain import Options
 
-    def present(name):
-        return getattr(options, name) if options.HasField(name) else None
-
-    return Options(batch_size=present("batch_size"), steps=present("steps"), baseline=options.baseline or None,
-                   window=present("window"), stride=present("stride"), noise_tunnel=options.noise_tunnel or None,
-                   nt_samples=present("nt_samples"), nt_stdev=present("nt_stdev"), aug_smooth=options.aug_smooth,
-                   eigen_smooth=options.eigen_smooth, samples=present("samples"), noise=present("noise"),
-                   seed=present("seed"), fem_k=present("fem_k"), finer_alpha=present("finer_alpha"),
-                   finer_classes=present("finer_classes"), kpca_kernel=options.kpca_kernel or None,
-                   kpca_gamma=present("kpca_gamma"))
+    values = {}
+    for spec in methods.options().values():
+        name = spec.proto_field
+        if name is None:
+            continue
+        fd = options.DESCRIPTOR.fields_by_name[name]
+        if fd.has_presence:
+            if options.HasField(name):
+                values[spec.name] = getattr(options, name)
+        elif getattr(options, name):  # proto3 scalars: "" and false are unset
+            values[spec.name] = getattr(options, name)
+    for name, value in options.parameters.items():
+        spec = methods.option(name)
+        where = f"options.parameters[{name}]"
+        kind = value.WhichOneof("kind")
+        if kind is None:
+            raise InvalidArgument(f"option {name} in options.parameters has no value; set one of bool_value, "
+                                  f"int_value, double_value, string_value", field=where)
+        if spec.name in values:
+            raise InvalidArgument(f"{name} is set twice, in options.{spec.proto_field} and in options.parameters; "
+                                  f"set it once", reason="OPTION_SET_TWICE", field=where)
+        v = getattr(value, kind)
+        values[spec.name] = float(v) if spec.type == "float" and kind == "int_value" else v
+    return Options(**values)
 
 
 def check_render(request: pb.ExplainRequest) -> None:

@@ -34,7 +34,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from . import attributions, cams, torch_thread
+from . import methods, torch_thread
 from .maps import first_component, normalize, too_small, upsample  # noqa: F401 (part of this module's interface)
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
 from .hooks import find_layer
@@ -42,57 +42,10 @@ from .default_layers import default_layer, suggest_layers  # noqa: F401 (part of
 
 # ---------------------------------------------------------------- methods
 
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    family: str  # "cam" or "attribution"
-    needs_layer: bool  # takes (and defaults) a layer
-    captum: bool  # computed by Captum
-    summary: str
-
-
-_METHODS = [
-    Method("cam", "cam", True, False, "class activation mapping: the classifier's fc weights on the last conv features (GAP + Linear heads only)"),
-    Method("grad_cam", "cam", True, False, "channels weighted by their spatially averaged gradient"),
-    Method("grad_cam_plus_plus", "cam", True, False, "Grad-CAM++: positive gradients weighted by second/third-order terms"),
-    Method("smooth_grad_cam_plus_plus", "cam", True, False, "Grad-CAM++ with gradient moments averaged over noisy copies of the input"),
-    Method("xgrad_cam", "cam", True, False, "XGrad-CAM: gradients weighted by normalised activations"),
-    Method("hires_cam", "cam", True, False, "HiResCAM: element-wise gradient x activation, summed over channels"),
-    Method("grad_cam_elementwise", "cam", True, False, "element-wise ReLU(gradient x activation), summed over channels"),
-    Method("layer_cam", "cam", True, False, "LayerCAM: ReLU(gradient) x activation; several layers are fused"),
-    Method("eigen_cam", "cam", True, False, "first principal component of the activations (no gradients, class-agnostic)"),
-    Method("eigen_grad_cam", "cam", True, False, "first principal component of gradient x activation"),
-    Method("shapley_cam", "cam", True, False, "ShapleyCAM: gradient less half the Hessian-vector product, averaged per channel"),
-    Method("kpca_cam", "cam", True, False, "KPCA-CAM: first kernel principal component of the activations (no gradients, class-agnostic)"),
-    Method("fem", "cam", True, False, "FEM: channels weighted by their share of pixels above mean + k std (no gradients, class-agnostic)"),
-    Method("finer_cam", "cam", True, False, "Finer-CAM: Grad-CAM of the target's logit minus those of its most similar classes"),
-    Method("score_cam", "cam", True, False, "channels weighted by the score of the input masked by each channel"),
-    Method("ss_cam", "cam", True, False, "Smoothed Score-CAM: Score-CAM scores averaged over noisy masked inputs"),
-    Method("is_cam", "cam", True, False, "Integrated Score-CAM: Score-CAM scores integrated over mask intensities"),
-    Method("ablation_cam", "cam", True, False, "channels weighted by the score drop when each is zeroed"),
-    Method("full_grad", "cam", False, False, "FullGrad: input-gradient plus bias-gradients of every conv/BN layer"),
-    Method("integrated_gradients", "attribution", False, True, "Integrated Gradients (Captum)"),
-    Method("saliency", "attribution", False, True, "absolute input gradient (Captum Saliency)"),
-    Method("guided_backprop", "attribution", False, True, "Guided Backpropagation (Captum)"),
-    Method("guided_grad_cam", "attribution", True, True, "Guided Grad-CAM (Captum): guided backprop x upsampled Grad-CAM"),
-    Method("deconvolution", "attribution", False, True, "Deconvolution (Captum)"),
-    Method("input_x_gradient", "attribution", False, True, "input x gradient (Captum)"),
-    Method("deeplift", "attribution", False, True, "DeepLIFT (Captum)"),
-    Method("gradient_shap", "attribution", False, True, "GradientSHAP (Captum)"),
-    Method("occlusion", "attribution", False, True, "score drop under a sliding occluding window (Captum Occlusion)"),
-    Method("feature_ablation", "attribution", False, True, "score drop when each window-sized patch is ablated (Captum FeatureAblation)"),
-    Method("lime", "attribution", False, True, "LIME: a linear surrogate fitted to random subsets of window-sized patches (Captum Lime)"),
-    Method("kernel_shap", "attribution", False, True, "Kernel SHAP: Shapley values of window-sized patches from a weighted linear fit (Captum KernelShap)"),
-    Method("shapley_value_sampling", "attribution", False, True, "Shapley values of window-sized patches over sampled permutations (Captum ShapleyValueSampling)"),
-]
-METHODS: dict[str, Method] = {m.name: m for m in _METHODS}
-CAM_METHODS = tuple(m.name for m in _METHODS if m.family == "cam")
-ATTRIBUTION_METHODS = tuple(m.name for m in _METHODS if m.family == "attribution")
-DEFAULT_METHOD = "grad_cam"
-
-NOISE_TUNNELS = ("smoothgrad", "smoothgrad_sq", "vargrad")
-BASELINES = ("zeros", "blur", "noise", "mean")
+# What a method is and may do is declared once, next to its implementation
+# (server/cams.py, server/attributions.py, server/cam_methods/): see
+# server/methods.py. Everything below reads that registry.
+DEFAULT_METHOD = methods.DEFAULT_METHOD
 
 
 # ---------------------------------------------------------------- requests
@@ -101,33 +54,56 @@ BASELINES = ("zeros", "blur", "noise", "mean")
 from .targets import Target, TargetLike, Targets, class_index  # noqa: E402,F401 (part of this module's interface)
 
 
-@dataclass
 class Options:
-    """Method options. None means the method's default; a value out of range
-    is an InvalidArgument (so `steps=0` is refused, not defaulted)."""
+    """Method options by name, as methods.options() declares them: unset
+    reads as the option's default (None: the method's own; False for the
+    switches). Unset, None, "" and False are the same thing. A value out of
+    range is refused by check_options (so `steps=0` is an error, not the
+    default). Options(name=value, ...); an unknown name is InvalidArgument
+    (reason OPTION_NOT_FOUND) naming the closest ones."""
 
-    batch_size: int | None = None  # masked/perturbed inputs per forward pass (default 32)
-    steps: int | None = None  # integrated_gradients (50), is_cam (10)
-    baseline: str | None = None  # "zeros" (default), "blur", "noise", "mean"
-    window: int | None = None  # occlusion / feature_ablation square window (default: 1/8 of the shorter side)
-    stride: int | None = None  # occlusion stride (default: half the window)
-    noise_tunnel: str | None = None  # "smoothgrad", "smoothgrad_sq", "vargrad" (Captum methods)
-    nt_samples: int | None = None  # noise-tunnel samples (default 5, as Captum)
-    nt_stdev: float | None = None  # noise-tunnel standard deviation, in input units (default 1.0, as Captum)
-    aug_smooth: bool = False  # flip x intensity (0.9, 1, 1.1) test-time augmentation (CAMs)
-    eigen_smooth: bool = False  # first principal component of the weighted activations (CAMs)
-    samples: int | None = None  # smooth_grad_cam_plus_plus / ss_cam (4), gradient_shap (5), lime (50), kernel_shap and shapley_value_sampling (25)
-    noise: float | None = None  # their noise standard deviation in input units (0.3; gradient_shap 0.0)
-    seed: int | None = None  # seeds the random methods (noise, baselines) for reproducible maps
-    fem_k: float | None = None  # fem: a channel weighs the share of its pixels above mean + fem_k * std (2)
-    finer_alpha: float | None = None  # finer_cam: share of each similar class's logit subtracted (1)
-    finer_classes: int | None = None  # finer_cam: how many classes with the closest logits it compares against (3)
-    kpca_kernel: str | None = None  # kpca_cam: "sigmoid" (default), "rbf", "poly", "linear", "cosine"
-    kpca_gamma: float | None = None  # kpca_cam: the kernel's gamma (default 1 / channels)
+    __slots__ = ("_values",)
+
+    def __init__(self, **values):
+        for name in values:
+            methods.option(name)
+        object.__setattr__(self, "_values", {k: v for k, v in values.items()
+                                             if not (v is None or v is False or (isinstance(v, str) and v == ""))})
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        spec = methods.options().get(name)
+        if spec is None:
+            raise AttributeError(f"no option {name!r}")
+        return self._values.get(name, spec.default)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Options are read-only; use replace()")
 
     def get(self, name: str, default):
-        value = getattr(self, name)
+        """The option's value, or `default` (the method's own) when unset."""
+        value = self._values.get(name)
         return default if value is None else value
+
+    def items(self):
+        """(name, value) of the options set, in the order given."""
+        return self._values.items()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def replace(self, **changes) -> "Options":
+        return Options(**{**self._values, **changes})
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Options) and self._values == other._values
+
+    def __hash__(self):
+        return hash(tuple(sorted((k, repr(v)) for k, v in self._values.items())))
+
+    def __repr__(self) -> str:
+        return f"Options({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
 
 @dataclass
@@ -166,21 +142,23 @@ class Explanation:
 
 def resolve_layers(model: nn.Module, method: str, layers: Sequence[str] | None, arch: str = "") -> list[str]:
     """The layers a method will use (defaults resolved), validated by type."""
-    info = METHODS[method]
+    spec = methods.method(method)
     layers = [l for l in (layers or []) if l]
-    if method == "full_grad":
+    if spec.own_layers is not None:
         if layers:
-            raise InvalidArgument("full_grad uses the bias of every Conv2d/BatchNorm2d layer; do not name layers")
-        return cams.bias_layers(model)
-    if not info.needs_layer:
+            raise InvalidArgument(f"{method} chooses its own layers; do not name layers", field="layers")
+        return spec.own_layers(model)
+    if not spec.takes_layers:
         if layers:
             raise InvalidArgument(f"{method} attributes to the input and takes no layer; drop `layers`, "
-                                  f"or use a CAM method (grad_cam, ...) or guided_grad_cam to explain a layer")
+                                  f"or use a CAM method (grad_cam, ...) or guided_grad_cam to explain a layer",
+                                  field="layers")
         return []
     if not layers:
         layers = [default_layer(model, arch)]
-    if len(layers) > 1 and method in ("cam", "guided_grad_cam"):
-        raise InvalidArgument(f"{method} explains one layer; got {len(layers)}")
+    if spec.max_layers is not None and len(layers) > spec.max_layers:
+        most = "one layer" if spec.max_layers == 1 else f"at most {spec.max_layers} layers"
+        raise InvalidArgument(f"{method} explains {most}; got {len(layers)}", field="layers")
     for name in layers:
         module = find_layer(model, name)
         if isinstance(module, (nn.Linear, nn.Flatten, nn.Dropout, nn.AdaptiveAvgPool1d)) or (
@@ -209,61 +187,62 @@ def _pools_to_one(module: nn.Module) -> bool:
 
 
 def check_options(method: str, opts: Options, x) -> Options:
-    """Refuse options out of range, saying what would work. `x` is the
-    (N, C, H, W) batch, or just its shape (only (H, W) is read)."""
+    """Refuse, from the options' schema (server/methods.py), an option the
+    method does not use, a value of the wrong type, below its minimum, not
+    among its choices, larger than the input (window, stride), or set without
+    the option it refines (nt_samples without noise_tunnel); then the
+    method's own check. `x` is the (N, C, H, W) batch, or just its shape
+    (only (H, W) is read). InvalidArgument with field "options.NAME"."""
     h, w = tuple(x.shape if isinstance(x, torch.Tensor) else x)[-2:]
-
-    def at_least(name: str, low: int, default_note: str) -> None:
-        value = getattr(opts, name)
-        if value is not None and value < low:
-            raise InvalidArgument(f"{name} must be >= {low} ({default_note}); got {value}", field=f"options.{name}")
-
-    at_least("batch_size", 1, "leave it unset for 32")
-    at_least("steps", 1, "leave it unset for the default: 50 for integrated_gradients, 10 for is_cam")
-    at_least("samples", 1, "leave it unset for the default")
-    at_least("nt_samples", 1, "leave it unset for 5")
-    at_least("window", 1, "leave it unset for 1/8 of the shorter side")
-    at_least("stride", 1, "leave it unset for half the window")
-    at_least("finer_classes", 1, "leave it unset for 3")
-    for name in ("noise", "nt_stdev"):
-        value = getattr(opts, name)
-        if value is not None and not (value >= 0.0 and value == value and value != float("inf")):
-            raise InvalidArgument(f"{name} must be a finite standard deviation >= 0; got {value}")
-    for name, what in (("fem_k", "a number of standard deviations (default 2)"),
-                       ("finer_alpha", "a finite factor (default 1)")):
-        value = getattr(opts, name)
-        if value is not None and not math.isfinite(value):
-            raise InvalidArgument(f"{name} must be {what}; got {value}")
-    if opts.window is not None and opts.window > min(h, w):
-        raise InvalidArgument(f"window {opts.window} is larger than the {h}x{w} input; use at most {min(h, w)}")
-    if opts.stride is not None and opts.stride > min(h, w):
-        raise InvalidArgument(f"stride {opts.stride} is larger than the {h}x{w} input; use at most {min(h, w)}")
-    if method == "kernel_shap":
-        side = opts.window if opts.window is not None else max(1, min(h, w) // 8)
-        if -(-h // side) * -(-w // side) < 2:
-            raise InvalidArgument(f"kernel_shap needs at least 2 window-sized patches; the {h}x{w} input is one "
-                                  f"patch of {side}: use a smaller window", field="options.window")
-    if opts.baseline and opts.baseline not in BASELINES:
-        raise InvalidArgument(f"unknown baseline {shown(opts.baseline)}; choose one of {', '.join(BASELINES)}")
-    if opts.kpca_kernel and opts.kpca_kernel not in cams.KPCA_KERNELS:
-        raise InvalidArgument(f"unknown kpca_kernel {shown(opts.kpca_kernel)}; choose one of {', '.join(cams.KPCA_KERNELS)}")
-    if opts.kpca_gamma is not None and not (math.isfinite(opts.kpca_gamma) and opts.kpca_gamma > 0):
-        raise InvalidArgument(f"kpca_gamma must be a finite number > 0 (default 1 / channels); got {opts.kpca_gamma}")
-    if opts.noise_tunnel and opts.noise_tunnel not in NOISE_TUNNELS:
-        raise InvalidArgument(f"unknown noise_tunnel {shown(opts.noise_tunnel)}; choose one of {', '.join(NOISE_TUNNELS)}")
-    family = METHODS[method].family
-    if family == "cam" and opts.noise_tunnel:
-        raise InvalidArgument(f"noise_tunnel smooths the Captum attribution methods; for {method} use aug_smooth, "
-                              f"or smooth_grad_cam_plus_plus / ss_cam")
-    if method == "gradient_shap" and opts.noise_tunnel:
-        raise InvalidArgument("gradient_shap already averages over noisy samples; drop noise_tunnel and set "
-                              "samples and noise instead", field="options.noise_tunnel")
-    if family == "attribution" and (opts.aug_smooth or opts.eigen_smooth):
-        raise InvalidArgument(f"aug_smooth and eigen_smooth apply to the CAM methods, not {method}; "
-                              f"use noise_tunnel to smooth an attribution")
-    if method == "full_grad" and opts.eigen_smooth:
-        raise InvalidArgument("eigen_smooth does not apply to full_grad (its map is a sum over many layers)")
+    spec = methods.method(method)
+    uses = set(spec.options) | set(methods.COMMON_OPTIONS)
+    for name, value in opts.items():
+        o = methods.option(name)
+        if name not in uses:
+            others = methods.users(name)
+            elsewhere = f" (used by {', '.join(others[:6])}{', ...' if len(others) > 6 else ''})" if others else ""
+            raise InvalidArgument(
+                f"{method} does not use option {name}{elsewhere}; {method}'s options are "
+                f"{', '.join(spec.options + tuple(n for n in methods.COMMON_OPTIONS if n not in spec.options))}",
+                reason="OPTION_NOT_USED", field=f"options.{name}",
+                metadata={"method": method, "option": name, "options": ",".join(spec.options)})
+        _check_value(o, value, h, w)
+        if o.requires and o.requires not in opts:
+            raise InvalidArgument(f"{name} applies with {o.requires}; set {o.requires} too, or drop {name}",
+                                  field=f"options.{name}", metadata={"requires": o.requires})
+    if spec.check is not None:
+        spec.check(opts, (h, w))
     return opts
+
+
+def _check_value(o: "methods.OptionSpec", value, h: int, w: int) -> None:
+    name, where = o.name, f"options.{o.name}"
+    if o.type == "bool":
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"{name} takes true or false; got {shown(repr(value))}", field=where)
+        return
+    if o.type == "str":
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{name} takes a string; got {shown(repr(value))}", field=where)
+        if o.choices and value not in o.choices:
+            raise InvalidArgument(f"unknown {name} {shown(value)}{closest(value, o.choices)}; choose one of "
+                                  f"{', '.join(o.choices)}", field=where, metadata={"choices": ",".join(o.choices)})
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(f"{name} takes {'an integer' if o.type == 'int' else 'a number'}; got "
+                              f"{shown(repr(value))}", field=where)
+    if o.type == "int" and not isinstance(value, int):
+        raise InvalidArgument(f"{name} takes an integer; got {value!r}", field=where)
+    if not math.isfinite(value):
+        raise InvalidArgument(f"{name} must be a finite number; got {value} ({o.description})", field=where)
+    if o.minimum is not None and (value <= o.minimum if o.exclusive else value < o.minimum):
+        bound = f"{'>' if o.exclusive else '>='} {o.minimum:g}"
+        what = "a finite number " if o.type == "float" else ""
+        raise InvalidArgument(f"{name} must be {what}{bound} (leave it unset for the default: {o.description}); "
+                              f"got {value}", field=where, metadata={"minimum": f"{o.minimum:g}"})
+    if o.within_input and value > min(h, w):
+        raise InvalidArgument(f"{name} {value} is larger than the {h}x{w} input; use at most {min(h, w)}",
+                              field=where, metadata={"limit": str(min(h, w))})
 
 
 # ---------------------------------------------------------------- ceilings and plans
@@ -305,22 +284,20 @@ class Ceilings:
 
 def _over(name: str, value: int, limit: int, what: str, field_name: str) -> InvalidArgument:
     return InvalidArgument(
-        f"{name} {value} is over this server's limit of {limit} {what}; ask for at most {limit}, "
+        f"{name} {value} is over this server's limit of {limit}{' ' + what if what else ''}; ask for at most {limit}, "
         f"or start the server with --explain-limit {name}=N to raise it",
         reason="OVER_LIMIT", field=field_name, metadata={"limit": str(limit), "option": name})
 
 
 def check_ceilings(method: str, opts: Options, targets: TargetLike, ceilings: Ceilings, *,
                    faithfulness: bool = False, n_images: int = 1) -> None:
-    """Refuse counts over the server's ceilings: InvalidArgument naming the
-    option, the limit and how to change it. Checked before any work."""
-    for name, what in (("batch_size", "inputs per forward pass"), ("steps", "steps"),
-                       ("samples", "samples"), ("nt_samples", "noise-tunnel samples"),
-                       ("finer_classes", "classes")):
-        value = getattr(opts, name)
-        limit = getattr(ceilings, name)
-        if value is not None and value > limit:
-            raise _over(name, value, limit, what, f"options.{name}")
+    """Refuse counts over the server's ceilings (each option's OptionSpec.ceiling):
+    InvalidArgument naming the option, the limit and how to change it.
+    Checked before any work."""
+    for name, value in opts.items():
+        ceiling = methods.option(name).ceiling
+        if ceiling is not None and isinstance(value, (int, float)) and value > getattr(ceilings, ceiling):
+            raise _over(name, value, getattr(ceilings, ceiling), "", f"options.{name}")
     k = targets.top_k if isinstance(targets, Target) and targets.index is None and not targets.label else 1
     if k > ceilings.top_k:
         raise _over("top_k", k, ceilings.top_k, "classes per image", "target.top_k")
@@ -332,14 +309,6 @@ def check_ceilings(method: str, opts: Options, targets: TargetLike, ceilings: Ce
             f"or start the server with --explain-limit faithfulness_maps=N",
             reason="OVER_LIMIT", field="options.faithfulness",
             metadata={"limit": str(ceilings.faithfulness_maps), "option": "faithfulness_maps"})
-
-
-# Methods whose batched passes are forward-only (no autograd graph is kept):
-# their memory is about two layers' outputs per input, not the whole network's.
-_FORWARD_ONLY = ("cam", "eigen_cam", "kpca_cam", "fem", "score_cam", "ss_cam", "is_cam", "ablation_cam",
-                 "occlusion", "feature_ablation", "lime", "kernel_shap", "shapley_value_sampling")
-_USES_BATCH = ("score_cam", "ss_cam", "is_cam", "ablation_cam", "integrated_gradients", "occlusion",
-               "feature_ablation", "lime", "kernel_shap", "shapley_value_sampling", "gradient_shap")
 
 
 @dataclass(frozen=True)
@@ -362,12 +331,11 @@ def plan(method: str, opts: Options, n_images: int, k: int, *, activation_bytes:
     Every sampled method is batched by batch_size (see attributions.py), so
     the largest pass is max(rows, batch_size) inputs, where rows is the
     images (x classes for the Captum methods, x 6 with aug_smooth)."""
-    method = (method or DEFAULT_METHOD).lower()
-    info = METHODS[method]
-    rows = base = n_images * (k if info.captum else 1) * (6 if opts.aug_smooth else 1)
-    if method in _USES_BATCH or opts.noise_tunnel:
+    spec = methods.method(method)
+    rows = base = n_images * (k if spec.family == "attribution" else 1) * (6 if opts.aug_smooth else 1)
+    if spec.sampled or opts.noise_tunnel:
         rows = max(rows, opts.get("batch_size", 32))
-    if method in _FORWARD_ONLY and not opts.noise_tunnel:
+    if spec.forward_only and not opts.noise_tunnel:
         per_row = 2 * largest_output_bytes + input_bytes
     else:
         per_row = activation_bytes + 2 * input_bytes
@@ -426,11 +394,8 @@ class Checked:
 
 
 def method_name(method: str | None) -> str:
-    name = (method or DEFAULT_METHOD).lower()
-    if name not in METHODS:
-        raise InvalidArgument(f"unknown method {shown(name)}{closest(name, METHODS)}; choose one of {', '.join(METHODS)}",
-                              reason="METHOD_NOT_FOUND", field="method", metadata=closest_metadata(name, METHODS))
-    return name
+    """The method's registered name (None or "": the default); InvalidArgument with the closest names."""
+    return methods.method(method).name
 
 
 def validate(model: nn.Module, method: str | None, options: Options | None, n_images: int, input_shape, *,
@@ -470,7 +435,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, *, 
                               f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     if x.shape[0] == 0:
         raise InvalidArgument("empty batch: send at least one image")
-    opts = check_options(method, replace(options) if options is not None else Options(), x)
+    opts = check_options(method, options if options is not None else Options(), x)
     dtype = _model_dtype(model)
     if dtype is not None and x.dtype != dtype:
         x = x.to(dtype)
@@ -485,10 +450,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = DEFAULT_METHOD, *, 
     # A Predict waiting for this CPU model's torch thread runs between blocks.
     try:
         with torch_thread.yielding(model):
-            if METHODS[method].family == "cam":
-                res = cams.compute(model, x, method, used, tgt.pick, opts)
-            else:
-                res = attributions.compute(model, x, method, used, tgt.pick, opts)
+            res = methods.method(method).fn(model, x, used, tgt.pick, opts)
     except RuntimeError as exc:
         small = too_small(exc, x)
         if small is None:
@@ -528,8 +490,5 @@ def _model_dtype(model: nn.Module) -> torch.dtype | None:
 
 
 def options_from_dict(d: dict) -> Options:
-    names = {f.name for f in fields(Options)}
-    unknown = set(d) - names
-    if unknown:
-        raise InvalidArgument(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    """Options from a {name: value} dict; an unknown name is InvalidArgument naming the known ones."""
     return Options(**d)

@@ -24,9 +24,11 @@ Which methods are batched, and why:
 - `cam` checks that the logits are the classifier applied to the pooled
   layer, with a tolerance scaled by the batch's largest logit: a check of the
   model, not of an image.
-- Methods that draw random noise (smooth_grad_cam_plus_plus, ss_cam,
-  gradient_shap, lime, kernel_shap, shapley_value_sampling, any noise_tunnel,
-  the "noise" baseline) draw it for the
+- Methods that draw random noise (those declared with draws_noise in the
+  registry, server/methods.py: smooth_grad_cam_plus_plus, ss_cam,
+  random_cam, gradient_shap, lime, kernel_shap, shapley_value_sampling; and
+  any method with an option value that draws noise: any noise_tunnel, the
+  "noise" baseline) draw it for the
   whole batch at once, so with a fixed seed the noise an image gets depends
   on its place in the batch and the answer would differ from the one it gets
   alone: seeded random requests are not batched (they run at once, alone,
@@ -39,24 +41,25 @@ from typing import Sequence
 
 import torch
 
-from . import attributions, batching, explain
+from . import batching, explain, methods
 from .batching import Batched
 from .explain import Explanation, Options
 from .registry import LoadedModel
 
-RANDOM_CAMS = ("smooth_grad_cam_plus_plus", "ss_cam")
-
 
 def draws_noise(method: str, options: Options) -> bool:
-    """Whether the method's answer depends on random draws."""
-    method = (method or explain.DEFAULT_METHOD).lower()
-    return (method in RANDOM_CAMS or method in attributions.RANDOM_METHODS or bool(options.noise_tunnel)
-            or options.baseline == "noise")
+    """Whether the method's answer depends on random draws: the method is
+    declared so, or one of its options' values draws noise (OptionSpec.draws_noise)."""
+    if methods.method(method).draws_noise:
+        return True
+    return any(methods.option(name).draws_noise is not None and bool(methods.option(name).draws_noise(value))
+               for name, value in options.items())
 
 
 def batchable(method: str, options: Options) -> bool:
     """Whether concurrent requests for this explanation may share a batch (see the module's docstring)."""
-    return not (draws_noise(method, options) and options.seed is not None)
+    spec = methods.method(method)
+    return spec.may_batch and not (draws_noise(method, options) and options.seed is not None)
 
 
 def explain_batched(model: LoadedModel, x: torch.Tensor, key: bytes, method: str, *, targets,

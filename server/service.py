@@ -357,7 +357,7 @@ def activation_bytes(m: LoadedModel, pixels: int) -> tuple[int, int]:
 def layer_pixels(m: LoadedModel, checked: "explain.Checked", pixels: int) -> int:
     """Pixels of one map at its own resolution: the layer's (h, w) when one
     conv layer is explained, else the input's."""
-    if len(checked.layers) != 1 or m.summary is None or explain.METHODS[checked.method].captum:
+    if len(checked.layers) != 1 or m.summary is None or explain.methods.method(checked.method).family == "attribution":
         return pixels
     row = next((r for r in m.summary.layers if r.name == checked.layers[0]), None)
     if row is None or len(row.output_shape) != 4:

@@ -33,7 +33,7 @@ CASES = [
     ("grad_cam", dict(targets="dog"), InvalidArgument, "no class labelled 'dog'"),
     ("grad_cam", dict(targets=Target(label="clas3")), InvalidArgument, "closest: class3"),
     ("grad_cam", dict(targets=Target(top_k=6)), InvalidArgument, "top_k must be between 1 and 5"),
-    ("grad_cam", dict(targets=[1, 2, 3]), InvalidArgument, "3 targets given for 2 images"),
+    ("grad_cam", dict(targets=[1, 2, 3]), InvalidArgument, "for 2 images"),
     ("grad_cam", dict(targets=Target(index=1, label="class1")), InvalidArgument, "not both"),
     ("integrated_gradients", dict(options=Options(steps=0)), InvalidArgument, "steps must be >= 1"),
     ("is_cam", dict(options=Options(steps=-3)), InvalidArgument, "steps must be >= 1"),
@@ -45,7 +45,7 @@ CASES = [
     ("integrated_gradients", dict(options=Options(baseline="black")), InvalidArgument, "zeros, blur, noise, mean"),
     ("grad_cam", dict(options=Options(noise_tunnel="smoothgrad")), InvalidArgument, "aug_smooth"),
     ("saliency", dict(options=Options(aug_smooth=True)), InvalidArgument, "noise_tunnel"),
-    ("fem", dict(options=Options(fem_k=float("inf"))), InvalidArgument, "fem_k must be a number of standard"),
+    ("fem", dict(options=Options(fem_k=float("inf"))), InvalidArgument, "fem_k must be a finite number"),
     ("kernel_shap", dict(options=Options(samples=0)), InvalidArgument, "samples must be >= 1"),
     ("kpca_cam", dict(options=Options(kpca_kernel="gauss")), InvalidArgument, "sigmoid, rbf, poly, linear, cosine"),
     ("kpca_cam", dict(options=Options(kpca_gamma=0.0)), InvalidArgument, "kpca_gamma must be a finite number > 0"),
@@ -123,3 +123,71 @@ def test_default_layer_of_simple_cnn_is_its_last_relu(convs, layer):
     m = build_model("simple_cnn", 10, convs=convs)
     assert default_layer(m, "simple_cnn") == layer
     assert isinstance(dict(m.named_modules())[layer], torch.nn.ReLU)
+
+
+# ---------------------------------------------------------------- the options schema
+
+from netscope.server import methods  # noqa: E402
+
+
+def _value_of(spec):
+    """A valid value of an option, to be refused only for not being used."""
+    return {"int": 2, "float": 0.5, "bool": True}.get(spec.type) or (spec.choices[0] if spec.choices else "x")
+
+
+@pytest.mark.parametrize("method", list(methods.methods()))
+def test_an_option_the_method_does_not_use_is_refused_naming_its_options(m, x, method):
+    spec = methods.method(method)
+    unused = [o for o in methods.options().values() if o.name not in spec.options + methods.COMMON_OPTIONS]
+    assert unused, method
+    for o in unused:
+        with pytest.raises(InvalidArgument) as exc:
+            explain(m, x, method, options=Options(**{o.name: _value_of(o)}))
+        err = exc.value
+        assert f"{method} does not use option {o.name}" in str(err)
+        assert err.field == f"options.{o.name}" and err.reason == "OPTION_NOT_USED"
+        for name in spec.options:
+            assert name in str(err), (method, o.name, str(err))
+
+
+def test_the_issues_examples_are_refused(m, x):
+    with pytest.raises(InvalidArgument, match="grad_cam does not use option kpca_kernel .*used by kpca_cam"):
+        explain(m, x, "grad_cam", options=Options(kpca_kernel="rbf"))
+    with pytest.raises(InvalidArgument, match="saliency does not use option window"):
+        explain(m, x, "saliency", options=Options(window=4))
+    with pytest.raises(InvalidArgument, match="gradient_shap does not use option noise_tunnel.*samples, noise"):
+        explain(m, x, "gradient_shap", options=Options(noise_tunnel="smoothgrad"))
+
+
+@pytest.mark.parametrize("method,opts,fragment", [
+    ("integrated_gradients", dict(steps=2.5), "steps takes an integer"),
+    ("integrated_gradients", dict(steps="10"), "steps takes an integer"),
+    ("grad_cam", dict(aug_smooth="yes"), "aug_smooth takes true or false"),
+    ("integrated_gradients", dict(baseline=3), "baseline takes a string"),
+    ("saliency", dict(nt_samples=3), "nt_samples applies with noise_tunnel"),
+    ("random_cam", dict(weight_bound=0.0), "weight_bound must be a finite number > 0"),
+    ("kpca_cam", dict(kpca_kernel="rbff"), "closest: rbf"),
+])
+def test_types_minimums_choices_and_requirements_come_from_the_schema(m, x, method, opts, fragment):
+    with pytest.raises(InvalidArgument) as exc:
+        explain(m, x, method, options=Options(**opts))
+    assert fragment in str(exc.value)
+    assert exc.value.field == f"options.{next(iter(opts))}"
+
+
+def test_an_unknown_option_name_is_refused_with_the_closest():
+    with pytest.raises(InvalidArgument) as exc:
+        Options(stepz=3)
+    assert "closest: steps" in str(exc.value) and exc.value.reason == "OPTION_NOT_FOUND"
+
+
+def test_every_method_and_option_is_declared_completely():
+    for spec in methods.methods().values():
+        assert spec.description and spec.source and callable(spec.fn), spec.name
+        assert all(n in methods.options() for n in spec.options), spec.name
+    from netscope.server.explain import Ceilings
+
+    for o in methods.options().values():
+        assert o.description, o.name
+        assert o.ceiling is None or o.ceiling in Ceilings.names(), o.name
+        assert methods.users(o.name) or o.name in methods.COMMON_OPTIONS, f"{o.name} is used by no method"
