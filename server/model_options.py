@@ -125,7 +125,7 @@ class ModelOptions:
         "none"/"off" as ""), without touching a device. InvalidArgument naming
         `options.NAME` and what would work. The device's availability is
         checked at load (`resolve_device`: FAILED_PRECONDITION)."""
-        for name, kind in (("device", str), ("dtype", str), ("compile", str), ("channels_last", bool),
+        for name, kind in (("device", str), ("dtype", str), ("channels_last", bool),
                            ("device_decode", bool), ("pin_memory", bool)):
             value = getattr(self, name)
             if not isinstance(value, kind):
