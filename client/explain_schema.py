@@ -44,11 +44,6 @@ def to_dict(methods, options, default_method: str = "") -> dict:
             "options": [asdict(o) for o in options]}
 
 
-def option(name: str) -> OptionSchema | None:
-    """The committed schema's option `name`, or None."""
-    return next((o for o in load()[1] if o.name == name), None)
-
-
 def default_text(o: OptionSchema) -> str:
     """An option's default as a person reads it ("method's" when the method decides)."""
     if o.default is None:
