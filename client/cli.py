@@ -375,6 +375,7 @@ def cmd_explain(args) -> int:
     out = out_folder(args.out)
     images = jobs.find_images(args.inputs, exclude=out)
     per_method = []
+    first_error: dict[str, str] = {}  # status -> the first image's message
 
     def lost(server: str, why: str, handed_back: int) -> None:
         tqdm.write(f"netscope explain: {server} failed ({why}); {handed_back} image(s) go to the other servers",
@@ -392,7 +393,12 @@ def cmd_explain(args) -> int:
                                   timeout=args.timeout, on_server_lost=lost, connect=connection(args))
             bar.set_description(method)
             report = job.run(images=images, progress=bar.update)
+            if report.replaced:
+                tqdm.write(f"netscope explain: {report.replaced}", file=sys.stderr)
             rows = job.index.export_json()
+            for row in rows:  # one message per kind of failure, shown with its count below
+                if row["status"] != "ok":
+                    first_error.setdefault(row["status"], f"{row['id']}: {row['error']}")
             per_method.append(method_summary(method, folder.relative_to(out).as_posix(), rows, report))
     summary = job_summary(per_method)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -406,7 +412,7 @@ def cmd_explain(args) -> int:
               f"of {summary['total']}; index: {out / ('index.csv' if len(methods) == 1 else 'METHOD/index.csv')}, "
               f"summary: {out / 'summary.json'}")
         for status, n in summary["errors"].items():
-            print(f"  {n} x {status}")
+            print(f"  {n} x {status}" + (f" (e.g. {first_error[status]})" if status in first_error else ""))
     return 0 if not summary["failed"] else 3
 
 

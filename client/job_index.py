@@ -142,10 +142,16 @@ class SpecMismatch(ValueError):
     """The folder holds a job that asked for something else."""
 
 
-def claim(folder: Path, spec: dict) -> None:
+def claim(folder: Path, spec: dict) -> str | None:
     """Record what this folder's job asks for (job.json), or check that a rerun
-    asks for the same: skipping images another method explained would be wrong."""
+    asks for the same: skipping images another method explained would be wrong.
+
+    A job with other settings in which no image succeeded (a wrong layer or
+    option) holds nothing worth keeping: its index is dropped and the new
+    settings take the folder; returns what was replaced (None otherwise).
+    Raises SpecMismatch when any image of the other job succeeded."""
     path = Path(folder) / "job.json"
+    replaced = None
     if path.exists():
         try:
             before = json.loads(path.read_text())
@@ -154,9 +160,18 @@ def claim(folder: Path, spec: dict) -> None:
         if before is not None and before != spec:
             changed = sorted(k for k in set(before) | set(spec) if before.get(k) != spec.get(k))
             what = "; ".join(f"{k} was {before.get(k)!r}, now {spec.get(k)!r}" for k in changed)
-            raise SpecMismatch(f"{folder} holds a job with other settings ({what}); resuming it would skip "
-                               "images explained differently: give another --out, or delete the folder to start over")
-        if before is not None:
-            return
+            index = JobIndex(folder)
+            rows = index.rows()
+            if any(r["status"] == "ok" for r in rows.values()):
+                raise SpecMismatch(f"{folder} holds a job with other settings ({what}); resuming it would skip "
+                                   "images explained differently: give another --out, or delete the folder to "
+                                   "start over")
+            for stale in (index.csv, index.json):
+                stale.unlink(missing_ok=True)
+            replaced = (f"{folder} held a job with other settings ({what}) in which no image succeeded "
+                        f"({len(rows)} failed): replaced by this one")
+        elif before is not None:
+            return None
     Path(folder).mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    return replaced

@@ -68,6 +68,18 @@ def job_spec(request: pb.ExplainRequest) -> dict:
     return MessageToDict(spec, preserving_proto_field_name=True)
 
 
+def request_error(error: pb.ItemError) -> NetscopeError | None:
+    """The item's error as a NetscopeError when it is the request's fault, not
+    the image's: it names a request field (google.rpc.BadRequest) other than
+    the image and its target (a wrong layer, method or option). Every other
+    image would fail the same way, so the job stops at the first one."""
+    exc = NetscopeError.from_item_error(error)
+    fields = [f for f, _ in exc.field_violations]
+    if fields and not any(f.startswith(("images", "targets")) for f in fields):
+        return exc
+    return None
+
+
 @dataclass
 class JobReport:
     total: int = 0
@@ -75,6 +87,7 @@ class JobReport:
     explained: int = 0
     failed: int = 0
     errors: dict = field(default_factory=dict)
+    replaced: str = ""  # why the folder's earlier job (nothing of which had succeeded) was replaced
 
 
 class ExplainJob:
@@ -95,6 +108,7 @@ class ExplainJob:
         self._lost: dict[str, str] = {}  # server -> why it was given up on
         self._without_model: set[str] = set()  # servers that do not have the job's model
         self._crash: BaseException | None = None
+        self._request_error: NetscopeError | None = None  # the request's fault: stop, say it once
         self._abort = threading.Event()  # something other than a server failed: every sender stops
         # (server, why, images handed to the others): a fleet job goes on, but say so
         self.on_server_lost = on_server_lost or (
@@ -104,15 +118,19 @@ class ExplainJob:
             images: list[tuple[str, Path]] | None = None) -> JobReport:
         """Explain `images` ((id, path) pairs; default: found under `inputs`), skipping those
         the folder's index says are done. Raises NetscopeError UNAVAILABLE when every server
-        failed with images left (the index keeps what was done: run it again to resume)."""
+        failed with images left (the index keeps what was done: run it again to resume);
+        the server's error (its code, message and details: the closest names) at the first
+        answer that is the request's fault (`request_error`: a wrong layer, option, ...),
+        recording no row for it, so a corrected rerun starts afresh; FAILED_PRECONDITION
+        when the folder holds a job with other settings of which some image succeeded."""
         items = find_images(inputs) if images is None else images
         try:
-            claim(self.out, job_spec(self.spec))
+            replaced = claim(self.out, job_spec(self.spec))
         except SpecMismatch as exc:
             raise NetscopeError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         done = {k for k, row in self.index.rows().items() if finished(row)}
         self._overlays = overlay_names([i for i, _ in items])
-        report = JobReport(total=len(items))
+        report = JobReport(total=len(items), replaced=replaced or "")
         work: queue.Queue = queue.Queue()
         for item in items:
             if item[0] in done:
@@ -149,6 +167,8 @@ class ExplainJob:
             self.index.export_json()
         if self._crash is not None:
             raise self._crash
+        if self._request_error is not None:
+            raise self._request_error
         if self._outstanding and self._without_model == set(self.servers):
             raise NetscopeError(grpc.StatusCode.NOT_FOUND,
                                 f"no model {self.spec.model!r} on {', '.join(self.servers)}; load it there "
@@ -230,6 +250,13 @@ class ExplainJob:
                     with guard:
                         answered = pending.pop(resp.id, None) is not None
                         last_answer[0] = time.monotonic()
+                    if answered and resp.HasField("error"):
+                        fault = request_error(resp.error)
+                        if fault is not None:  # every image would fail so: stop the job, no row
+                            self._request_error = self._request_error or fault
+                            self._abort.set()
+                            call.cancel()
+                            break
                     if answered:
                         record(server, resp.id, resp)
                     slots.release()
@@ -246,7 +273,7 @@ class ExplainJob:
                     pending.clear()
                 for _ in range(self.in_flight):  # wake a request generator blocked on a slot
                     slots.release()
-                if server in self._lost and self._outstanding:
+                if server in self._lost and self._outstanding and not self._abort.is_set():
                     self.on_server_lost(server, self._lost[server], handed_back)
 
     def _watch(self, server: str, call, pending: dict, last_answer: list, dead: threading.Event) -> None:

@@ -39,13 +39,14 @@ _active: contextvars.ContextVar["Capture | None"] = contextvars.ContextVar("nets
 _replacing: contextvars.ContextVar["object | None"] = contextvars.ContextVar("netscope_replace", default=None)
 
 
-def find_layer(model: nn.Module, name: str) -> nn.Module:
-    """The module named `name` (qualified, from named_modules()), or NOT_FOUND with the closest names."""
+def find_layer(model: nn.Module, name: str, field: str = "layers") -> nn.Module:
+    """The module named `name` (qualified, from named_modules()), or NOT_FOUND with the closest names,
+    naming `field`, the request field that held the name (so a client can tell it from an image's fault)."""
     modules = dict(model.named_modules())
     if name not in modules or name == "":
         names = [n for n in modules if n]
         raise NotFound(f"layer {shown(name)} not found{closest(name, names)}", reason="LAYER_NOT_FOUND",
-                       metadata=closest_metadata(name, names))
+                       field=field, metadata=closest_metadata(name, names))
     return modules[name]
 
 

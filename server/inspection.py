@@ -464,7 +464,7 @@ def kernels(
     """
     if not layer:
         raise InvalidArgument("name a conv layer; " + _conv_list_text(model, ""))
-    module = find_layer(model, layer)
+    module = find_layer(model, layer, field="layer")
     if not is_conv(module):
         raise InvalidArgument(
             f"layer {layer!r} is a {type(module).__name__}, not a Conv2d: GetKernels draws convolution weights; "
