@@ -374,6 +374,11 @@ def cmd_explain(args) -> int:
     methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
     out = out_folder(args.out)
     images = jobs.find_images(args.inputs, exclude=out)
+    try:
+        labels = jobs.folder_labels(args.inputs, images) if args.target_from_folder else None
+    except ValueError as exc:
+        print(f"netscope explain: {exc}", file=sys.stderr)
+        return 2
     per_method = []
     first_error: dict[str, str] = {}  # status -> the first image's message
 
@@ -390,7 +395,7 @@ def cmd_explain(args) -> int:
                                    args.colormap, args.alpha, args.metrics, 0, options, sign=args.sign,
                                    clip_percentile=args.clip_percentile)
             job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight,
-                                  timeout=args.timeout, on_server_lost=lost, connect=connection(args))
+                                  timeout=args.timeout, on_server_lost=lost, connect=connection(args), labels=labels)
             bar.set_description(method)
             report = job.run(images=images, progress=bar.update)
             if report.replaced:
@@ -802,8 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="folder (created if missing) for overlays/, index.csv, index.json and summary.json; "
                         "rerun to resume")
-    p.add_argument("--target", type=lambda v: int(v) if v.lstrip("-").isdigit() else v, default=None,
-                   help="class index or label (default: each image's top-1)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--target", type=lambda v: int(v) if v.lstrip("-").isdigit() else v, default=None,
+                       help="class index or label for every image (default: each image's top-1)")
+    which.add_argument("--target-from-folder", action="store_true",
+                       help="explain each image for its true class: the name of its class folder, as torchvision's "
+                            "ImageFolder reads a dataset (INPUT/CLASS/.../image); a name that is not one of the "
+                            "model's classes fails that image")
     p.add_argument("--layer", action="append", help="layer to explain at (default: the architecture's)")
     option_flag(p, "any other explanation option (repeatable), e.g. samples=200, seed=1, aug_smooth=true, "
                    "noise_tunnel=smoothgrad, fem_k=1.5, kpca_kernel=rbf")

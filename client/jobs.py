@@ -52,6 +52,24 @@ def find_images(inputs: list[str | Path], exclude: str | Path | None = None) -> 
     return found
 
 
+def folder_labels(inputs: list[str | Path], images: list[tuple[str, Path]]) -> dict[str, str]:
+    """{image id: its class}, read from the folder layout torchvision's
+    ImageFolder reads: ROOT/CLASS/.../image.png, for each input folder ROOT.
+    ValueError naming the first image that sits in no class folder (directly
+    in ROOT, or given as a file)."""
+    roots = [Path(i).resolve() for i in inputs if Path(i).is_dir()]
+    labels = {}
+    for item_id, path in images:
+        real = path.resolve()
+        root = next((r for r in roots if real.is_relative_to(r)), None)
+        parts = real.relative_to(root).parts if root is not None else ()
+        if len(parts) < 2:
+            raise ValueError(f"--target-from-folder: {path} is not inside a class folder of an input folder "
+                             f"(ROOT/CLASS/image, as torchvision's ImageFolder reads them)")
+        labels[item_id] = parts[0]
+    return labels
+
+
 def overlay_names(ids: list[str]) -> dict[str, str]:
     """Where each image's overlay goes under overlays/: its id with a .png suffix,
     or id + .png where two images differ only in their suffix (a.jpg, a.png)."""
@@ -95,8 +113,10 @@ class ExplainJob:
 
     def __init__(self, servers: list[str], request: pb.ExplainRequest, out: Path, *, in_flight: int = 64,
                  timeout: float = 120.0, on_server_lost: Callable[[str, str, int], None] | None = None,
-                 connect: dict | None = None):
+                 connect: dict | None = None, labels: dict[str, str] | None = None):
         self.servers = servers
+        # {image id: its class label}: each image explained for its own class (ExplainRequest.targets)
+        self.labels = labels
         self.connect = dict(connect or {})  # Client keywords for every server: TLS, token
         self.spec = request  # everything but the images
         self.out = Path(out)
@@ -125,7 +145,10 @@ class ExplainJob:
         when the folder holds a job with other settings of which some image succeeded."""
         items = find_images(inputs) if images is None else images
         try:
-            replaced = claim(self.out, job_spec(self.spec))
+            spec = job_spec(self.spec)
+            if self.labels is not None:  # a job of per-image targets is not one of the spec's single target
+                spec["targets"] = "per image, from the folder layout"
+            replaced = claim(self.out, spec)
         except SpecMismatch as exc:
             raise NetscopeError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         done = {k for k, row in self.index.rows().items() if finished(row)}
@@ -228,6 +251,9 @@ class ExplainJob:
                         pending[item_id] = path
                     req = pb.ExplainRequest()
                     req.CopyFrom(self.spec)
+                    if self.labels is not None:  # one target per image: items of different classes still batch
+                        req.ClearField("target")
+                        req.targets.add(label=self.labels[item_id])
                     try:
                         req.images.add(encoded=path.read_bytes())
                     except OSError as exc:

@@ -5,6 +5,8 @@ ExplainStream batch and under dynamic batching; and labels are never
 resolved silently to one of several classes."""
 from __future__ import annotations
 
+import json
+
 import grpc
 import numpy as np
 import pytest
@@ -181,3 +183,39 @@ def test_ambiguous_label_through_the_server(client, cats, photos, run_cli, tmp_p
     with pytest.raises(NetscopeError) as err:  # layer statistics match labels the same way
         client.layer_stats(cats, images=image, target="tiger CAT")
     assert "ambiguous" in err.value.message
+
+
+# ---------------------------------------------------------------- netscope explain --target-from-folder
+
+
+def test_explain_job_takes_each_images_class_from_its_folder(run_cli, client, store, tmp_path):
+    from .jobs.helpers import save_tiny_checkpoint, shapes_folder
+
+    save_tiny_checkpoint(store, "tiny-targets")
+    client.load_model("tinyt", "tiny-targets")
+    try:
+        folder, ids = shapes_folder(tmp_path / "in", 24)  # IN/CLASS/image.png, as ImageFolder reads them
+        (folder / "not-a-class").mkdir()
+        (folder / "not-a-class" / "x.png").write_bytes((folder / ids[0]).read_bytes())
+        out = tmp_path / "out"
+        code, stdout, err = run_cli("explain", "--model", "tinyt", str(folder), "--out", str(out),
+                                    "--target-from-folder", "--json")
+        assert code == 3, err  # the image in a folder that names no class fails alone
+        rows = {r["id"]: r for r in json.loads((out / "index.json").read_text())}
+        bad = rows.pop("not-a-class/x.png")
+        assert bad["status"] == "3:INVALID_ARGUMENT" and "not-a-class" in bad["error"]
+        assert sorted(rows) == sorted(ids)
+        classes = {r["id"].split("/")[0] for r in rows.values()}
+        assert len(classes) > 1  # several classes in one job, each image for its own
+        for item_id, row in rows.items():
+            assert row["status"] == "ok" and row["label"] == item_id.split("/")[0], row
+        item_id = ids[0]
+        want = client.explain("tinyt", folder / item_id, target=item_id.split("/")[0])[0][0]
+        assert float(rows[item_id]["score"]) == pytest.approx(want.score, rel=1e-5, abs=1e-6)
+
+        (tmp_path / "loose.png").write_bytes((folder / ids[0]).read_bytes())  # in no class folder: a usage error
+        code, _, err = run_cli("explain", "--model", "tinyt", str(tmp_path / "loose.png"), "--out",
+                               str(tmp_path / "out2"), "--target-from-folder")
+        assert code == 2 and "class folder" in err
+    finally:
+        client.unload_model("tinyt")
