@@ -34,25 +34,16 @@ def render_defaults(method: str, noise_tunnel: str = "") -> str:
     "all" for attributions whose sign means something (the registry's
     `MethodSpec.signed`), "absolute_value" for the other attributions
     (saliency is |gradient|) and for the smoothgrad_sq / vargrad noise
-    tunnels (squares and variances are non-negative)."""
+    tunnels (squares and variances are non-negative). Raises InvalidArgument
+    for an unknown method."""
     from . import methods  # the registry; imported late (it imports the implementations)
 
-    spec = methods.methods().get((method or methods.DEFAULT_METHOD).lower())
-    if spec is not None:
-        family, signed = spec.family, spec.signed
-    else:  # until every method declares itself in the registry
-        family = "attribution" if method in _ATTRIBUTIONS else "cam"
-        signed = method in _ATTRIBUTIONS and method != "saliency"
-    if family != "attribution":
+    spec = methods.method(method)  # unknown: InvalidArgument naming the closest methods
+    if spec.family != "attribution":
         return HEAT
-    if noise_tunnel in _NON_NEGATIVE_TUNNELS or not signed:
+    if noise_tunnel in _NON_NEGATIVE_TUNNELS or not spec.signed:
         return "absolute_value"
     return "all"
-
-
-_ATTRIBUTIONS = ("integrated_gradients", "saliency", "guided_backprop", "guided_grad_cam", "deconvolution",
-                 "input_x_gradient", "deeplift", "gradient_shap", "occlusion", "feature_ablation", "lime",
-                 "kernel_shap", "shapley_value_sampling")
 
 
 @dataclass(frozen=True)

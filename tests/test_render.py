@@ -186,3 +186,12 @@ def test_cli_sign_and_clip_percentile(run_cli, photo_files, tmp_path):
 
 def test_wire_default_is_auto():
     assert pb.RenderOptions().sign == "" and not pb.RenderOptions().HasField("clip_percentile")
+
+
+def test_auto_sign_follows_the_registry():
+    """Every method's auto sign comes from its MethodSpec: a new method is drawn right without a list here."""
+    from netscope.server import methods
+
+    for name, spec in methods.methods().items():
+        expected = "heat" if spec.family != "attribution" else "all" if spec.signed else "absolute_value"
+        assert rendering.render_defaults(name) == expected, name
