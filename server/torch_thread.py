@@ -106,6 +106,9 @@ class _Line:
             try:
                 _execute(future, call, caller)
             finally:
+                # An idle thread must not hold its last work: its closure (and
+                # the result) can be an unloaded model, kept alive until the next call.
+                del future, call, caller
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
