@@ -117,9 +117,6 @@ class _Line:
         """Wait up to `timeout` s until no work runs or waits; whether it is so."""
         with self._cond:
             return self._cond.wait_for(lambda: not self._busy and not self._urgent and not self._normal, timeout)
-            # An idle thread must not hold its last work: its closure (and the
-            # result) can be an unloaded model, kept alive until the next call.
-            del future, call, caller
 
 
 def _execute(future: Future, call: Callable[[], T], caller: cancel.Liveness | None = None) -> None:
