@@ -6,7 +6,8 @@ folder). Then a pipeline, one thread per stage, so the device never waits
 for the CPU work around it:
 
     group + prepare    consecutive items that ask for the same explanation
-                       become one device batch, decoded and preprocessed
+                       become one device batch (unless its method fills its
+                       own passes, `batches_well`), decoded and preprocessed
     compute            the maps, on the device
     render             overlays, metrics and messages (the handler's thread),
                        each item's result streamed back under the caller's id
@@ -77,6 +78,31 @@ def merged(items: list[pb.ExplainStreamRequest]) -> pb.ExplainRequest:
         if own is not None:
             out.targets.extend(own)
     return out
+
+
+def batches_well(request: pb.ExplainRequest) -> bool:
+    """Whether items asking for this explanation should share a device batch.
+
+    Not when the method's forward passes already hold batch_size inputs
+    (MethodSpec.sampled: Score-CAM, Ablation-CAM, occlusion, integrated
+    gradients, the Shapley and LIME samplers; any noise tunnel): a shared batch
+    runs no fewer passes, it only makes one indivisible piece of work of them,
+    minutes long for a few Score-CAMs on a CPU. The torch thread runs one
+    such piece at a time, so every other caller's work waited behind the
+    whole batch, the stream's first answer waited for its last item, and a
+    caller that stopped after its first answers could not stop the rest
+    (seen as a 4-item stream waiting out its 30 s deadline in the soak).
+    Item by item, the stream's next item queues behind work that came
+    meanwhile and each answer leaves as soon as it is ready. A method that is
+    no method is refused at prepare; it batches with nothing."""
+    from .methods import method  # here: the registry imports every method's implementation
+
+    if request.options.noise_tunnel:
+        return False
+    try:
+        return not method(request.method).sampled
+    except Exception:  # noqa: BLE001 - an unknown method: its own error, at prepare
+        return False
 
 
 def item_error(item: pb.ExplainStreamRequest, exc: BaseException) -> pb.ExplainStreamResponse:
@@ -163,7 +189,7 @@ class ExplainStream:
                 give(out, _END, stopped)
                 return
             group, key, images = [first], spec_key(first.request), len(first.request.images)
-            while images < self.max_images and not stopped.is_set():
+            while batches_well(first.request) and images < self.max_images and not stopped.is_set():
                 try:  # what is already waiting joins at once
                     nxt = inbox.get(timeout=self.max_wait_s)
                 except queue.Empty:
