@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from .errors import FailedPrecondition, NotFound, closest, closest_metadata, shown
+from .errors import FailedPrecondition, InvalidArgument, NotFound, closest, closest_metadata, shown
 
 _active: contextvars.ContextVar["Capture | None"] = contextvars.ContextVar("netscope_capture", default=None)
 _replacing: contextvars.ContextVar["object | None"] = contextvars.ContextVar("netscope_replace", default=None)
@@ -48,6 +48,22 @@ def find_layer(model: nn.Module, name: str, field: str = "layers") -> nn.Module:
         raise NotFound(f"layer {shown(name)} not found{closest(name, names)}", reason="LAYER_NOT_FOUND",
                        field=field, metadata=closest_metadata(name, names))
     return modules[name]
+
+
+def called_layer(model: nn.Module, name: str) -> nn.Module:
+    """find_layer, refusing a container without a forward of its own, such as
+    a ModuleList/ModuleDict (InvalidArgument naming its children): its parent
+    iterates it and never calls it (MaxViT's `blocks`), so a hook on it never
+    fires and the layer has no output to capture. (DenseNet's dense blocks are
+    ModuleDicts with a forward: those are called.)"""
+    module = find_layer(model, name)
+    if type(module).forward is nn.Module.forward:
+        kids = [f"{name}.{k}" for k, _ in module.named_children()]
+        some = ", ".join(repr(k) for k in (kids if len(kids) <= 4 else [*kids[:2], "...", kids[-1]])).replace("'...'", "...")
+        raise InvalidArgument(f"layer {shown(name)} is a {type(module).__name__}: the model iterates it and never calls "
+                              f"it, so it has no output; name one of its children ({some})", reason="LAYER_NOT_CALLED",
+                              field="layers", metadata={"last_child": kids[-1]} if kids else {})
+    return module
 
 
 class Capture:
@@ -115,7 +131,7 @@ def capture(model: nn.Module, layers: Iterable[str], *, grad: bool = False, from
     """Capture the outputs of `layers` (qualified names) during forward passes
     run inside the block, in this context only."""
     names = list(dict.fromkeys(layers))
-    modules = [(n, find_layer(model, n)) for n in names]
+    modules = [(n, called_layer(model, n)) for n in names]
     cap = Capture(names, grad, from_input)
 
     def make_hook(name: str):
