@@ -184,13 +184,14 @@ def test_serve_flags_and_toml_keys_for_the_fast_path(tmp_path):
                         "8", "--max-delay-ms", "2", "--decode-threads", "3", "--channels-last")
     assert config.decode_threads == 3
     for spec in config.models:
-        assert (spec.compile, spec.compile_batch_sizes, spec.device_decode, spec.pin_memory) == \
-            ("reduce-overhead", [1, 8], True, False)
-        assert (spec.max_batch_size, spec.max_delay_ms, spec.channels_last) == (8, 2.0, True)
+        o = spec.options.flat()  # ModelSpec holds one ModelOptions; its flat names are the flags' and TOML keys
+        assert (o["compile"], o["compile_batch_sizes"], o["device_decode"], o["pin_memory"]) == \
+            ("reduce-overhead", (1, 8), True, False)
+        assert (o["max_batch_size"], o["max_delay_ms"], o["channels_last"]) == (8, 2.0, True)
     toml = tmp_path / "serve.toml"
     toml.write_text('decode_threads = 1\n[[models]]\nid = "a"\nsource = "resnet18"\ncompile = "default"\n'
                     'device_decode = true\n[[models]]\nid = "b"\nsource = "resnet18"\n')
-    a, b = serve_args("--config", str(toml), "--compile", "max-autotune").models
+    a, b = (m.options for m in serve_args("--config", str(toml), "--compile", "max-autotune").models)
     assert (a.compile, a.device_decode, a.pin_memory) == ("default", True, True)  # its table wins
     assert (b.compile, b.device_decode) == ("max-autotune", False)  # the flag fills what the table leaves
     toml.write_text('[[models]]\nid = "a"\nsource = "resnet18"\ncompile_mode = "default"\n')
