@@ -29,25 +29,49 @@ from netscope.training.models import OUR_ARCHITECTURES
 
 from .conftest import encode, photo
 
-# Above either, an architecture's round trip takes over ~4 s on 2 CPU cores
-# (measured: tests/test_architectures.py --durations=0), so it runs only with -m slow.
-SLOW_PARAMS = 60e6
-SLOW_GFLOPS = 12.0  # torchvision's published GFLOPS at the DEFAULT weights' crop
+# Above either, an architecture's round trip takes over ~4 s on 2 busy CPU
+# cores (tests/test_architectures.py --durations=0), so it runs only with
+# -m slow, unless it is its family's smallest: every family runs by default.
+SLOW_PARAMS = 100e6
+SLOW_GFLOPS = 8.0  # torchvision's published GFLOPS at the DEFAULT weights' crop
 
 
 def torchvision_classifiers() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def is_large(arch: str) -> bool:
+def module_class(arch: str) -> str:
+    """The class an architecture's builder returns, without building it."""
+    if arch in OUR_ARCHITECTURES:
+        from netscope.training.models import build_model
+
+        return type(build_model(arch, 10)).__name__
+    builder = torchvision.models.get_model_builder(arch)
+    return inspect.signature(builder).return_annotation.__name__
+
+
+def _meta(arch: str) -> dict:
     try:
-        meta = torchvision.models.get_model_weights(arch).DEFAULT.meta
+        return torchvision.models.get_model_weights(arch).DEFAULT.meta
     except (ValueError, KeyError, AttributeError):
-        return False  # ours: small by construction
-    return meta["num_params"] > SLOW_PARAMS or float(meta.get("_ops", 0.0)) > SLOW_GFLOPS
+        return {}  # ours: small by construction
+
+
+def _cost(arch: str) -> tuple[float, int]:
+    meta = _meta(arch)
+    return float(meta.get("_ops", 0.0)), int(meta.get("num_params", 0))
 
 
 ARCHS = [*torchvision_classifiers(), *OUR_ARCHITECTURES]
+SMALLEST_OF_FAMILY = {min((a for a in ARCHS if module_class(a) == c), key=_cost)
+                      for c in {module_class(a) for a in ARCHS}}
+
+
+def is_large(arch: str) -> bool:
+    gflops, params = _cost(arch)
+    return arch not in SMALLEST_OF_FAMILY and (params > SLOW_PARAMS or gflops > SLOW_GFLOPS)
+
+
 PARAMS = [pytest.param(a, id=a, marks=[pytest.mark.slow] if is_large(a) else []) for a in ARCHS]
 
 
@@ -112,16 +136,6 @@ def test_architecture_at_its_defaults(arch, request, server, client, chelsea_jpe
                 assert f"{name}." in str(err.value), "the message names its children"
     finally:
         client.unload_model(mid)
-
-
-def module_class(arch: str) -> str:
-    """The class an architecture's builder returns, without building it."""
-    if arch in OUR_ARCHITECTURES:
-        from netscope.training.models import build_model
-
-        return type(build_model(arch, 10)).__name__
-    builder = torchvision.models.get_model_builder(arch)
-    return inspect.signature(builder).return_annotation.__name__
 
 
 def test_every_family_is_declared_once_and_used():
