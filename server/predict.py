@@ -64,12 +64,14 @@ def check_finite_logits(model: LoadedModel, logits: torch.Tensor) -> None:
 
 def top_k(model: LoadedModel, logits: torch.Tensor, k: int, return_probabilities: bool) -> list[Prediction]:
     """Softmax in float32 (the logits already are, on the host), then the k
-    best per row. In numpy, in the request's thread: no second trip to a
+    highest logits per row. In numpy, in the request's thread: no second trip to a
     CPU model's torch thread, which may be busy with a long explanation."""
     z = logits.numpy()
     e = np.exp(z - z.max(axis=1, keepdims=True))
     probs = e / e.sum(axis=1, keepdims=True)
-    top_i = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    # Rank by logit: the same order as the probabilities, but not tied where
+    # float32 softmax rounds nearby logits to one value (an untrained model's).
+    top_i = np.argsort(-z, axis=1, kind="stable")[:, :k]
     out = []
     for row in range(z.shape[0]):
         idx = top_i[row].tolist()

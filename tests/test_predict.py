@@ -26,8 +26,8 @@ def in_process_logits(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def check_against(pred, logits_row: torch.Tensor, k: int):
-    probs = torch.softmax(logits_row, 0)
-    top_p, top_i = probs.topk(k)
+    top_i = logits_row.topk(k).indices
+    top_p = torch.softmax(logits_row, 0)[top_i]
     assert [s.index for s in pred.top_k] == top_i.tolist()
     np.testing.assert_allclose([s.probability for s in pred.top_k], top_p.numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose([s.logit for s in pred.top_k], logits_row[top_i].numpy(), rtol=1e-5, atol=1e-5)
@@ -183,3 +183,16 @@ def test_request_over_message_limit(store, photos):
             assert len(c.predict("sq", noise[:64, :64])[0].top_k) == 5  # and it still serves
     finally:
         small.stop(grace=0)
+
+
+def test_top_k_ranks_by_logit_where_float32_probabilities_tie(client, photos):
+    """An untrained mobilenet_v3_small's logits are ~1e-9 apart: every float32
+    probability is the same, yet top-1 is the highest logit (as Explain's is)."""
+    model = build_architecture("mobilenet_v3_small", 1000).eval()
+    rgb = photos["chelsea"]
+    (pred,) = client.predict("mnv3", rgb, k=3)
+    (cls,) = client.explain("mnv3", rgb, method="grad_cam")[0]
+    x = imaging.preprocess(rgb, default_recipe("mobilenet_v3_small")).unsqueeze(0)
+    logits = in_process_logits(model, x)[0]
+    assert [s.index for s in pred.top_k] == logits.topk(3).indices.tolist()
+    assert pred.top_k[0].index == cls.target
