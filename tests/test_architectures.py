@@ -162,3 +162,20 @@ def test_untrained_vit_load_note_says_its_head_is_zero(client):
         assert info.note == "untrained (random weights, seed 0)"
     finally:
         client.unload_model("arch-note-r18")
+
+
+def test_maxvit_at_its_defaults_from_the_cli(run_cli, photo_files, tmp_path):
+    """The new user's path of the issue: MaxViT's default layer used to be its
+    `blocks` ModuleList (FAILED_PRECONDITION); naming it now says what to name."""
+    code, out, err = run_cli("load", "arch-cli-maxvit", "maxvit_t", "--weights", "none", "--json")
+    assert code == 0, err
+    try:
+        code, out, err = run_cli("explain", "--model", "arch-cli-maxvit", "--out", str(tmp_path / "cams"),
+                                 str(photo_files["chelsea"]))
+        assert code == 0, err
+        assert list((tmp_path / "cams").rglob("*.png")), out
+        code, out, err = run_cli("features", "--model", "arch-cli-maxvit", "--layer", "blocks", "--out",
+                                 str(tmp_path / "maps"), str(photo_files["chelsea"]))
+        assert code == 1 and "INVALID_ARGUMENT" in err and "blocks.3" in err, err
+    finally:
+        run_cli("unload", "arch-cli-maxvit")
