@@ -36,7 +36,7 @@ import pytest
 from netscope.v1 import inspector_pb2 as pb
 
 from ..conftest import encode, photo
-from ..fuzz.server_process import ServerProcess
+from ..fuzz.server_process import ServerProcess, save_tiny_checkpoint
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the server's RSS from /proc"),
@@ -233,7 +233,7 @@ def soak_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("soak")
     config = {"models": [{"id": "mnv3", "source": "mobilenet_v3_small"}], "device": "cpu", "store": str(root),
               "max_pixels": 4_000_000, "workers": 16, "grace_s": GRACE_S, "probe": str(root / "probe.json"),
-              "load": [{"model_id": "tiny", "source": "simple_cnn", "num_classes": 10}]}
+              "load": [{"model_id": "tiny", "source": save_tiny_checkpoint(root)}]}
     server = ServerProcess(config, rss_limit_mib=8192, log_path=root / "server.log").start()
     server.probe_path = root / "probe.json"
     yield server

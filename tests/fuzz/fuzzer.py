@@ -102,6 +102,9 @@ def non_finite(message, path: str = "") -> list[str]:
     for f, value in message.ListFields():
         name = f"{path}.{f.name}" if path else f.name
         repeated = f.is_repeated
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            f = f.message_type.fields_by_name["value"]  # a map: judge its values, keyed by name
+            value, repeated = [value[k] for k in sorted(value)], True
         if f.type in (descriptor.FieldDescriptor.TYPE_FLOAT, descriptor.FieldDescriptor.TYPE_DOUBLE):
             values = list(value) if repeated else [value]
             if not all(math.isfinite(v) for v in values):

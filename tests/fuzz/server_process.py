@@ -153,6 +153,35 @@ class ServerProcess:
             self.proc.wait(10)
 
 
+TINY_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def save_tiny_checkpoint(store: Path, name: str = "tiny") -> str:
+    """A seeded, untrained simple_cnn (32x32 input, 10 classes) saved as a
+    netscope checkpoint in `store`; returns the source name to load it by.
+
+    Why a checkpoint and not `source="simple_cnn"`: a model loaded by
+    architecture name gets ImageNet preprocessing (resize 256, crop 224), so
+    every picture became a 224-pixel input and the sampling methods (Score-CAM,
+    ablation, occlusion) took seconds; the checkpoint's own 32-pixel recipe
+    makes each of them milliseconds. It still resizes the shorter side (to
+    36) before the centre crop, so 1xN strips go through the bounded resize
+    of issue 12 as they do on the 224-pixel models."""
+    import torch
+
+    from netscope.training.checkpoint import save_checkpoint
+    from netscope.training.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model("simple_cnn", len(TINY_CLASSES), input_size=32)
+    save_checkpoint(Path(store) / f"{name}.pt", arch="simple_cnn", num_classes=len(TINY_CLASSES),
+                    class_names=TINY_CLASSES, model_state_dict=model.state_dict(), arch_kwargs={"input_size": 32},
+                    preprocessing=dict(resize=36, crop=32, mean=[0.5] * 3, std=[0.25] * 3, interpolation="bilinear",
+                                       channels=3))
+    return name
+
+
 # ---------------------------------------------------------------- the child
 
 

@@ -305,7 +305,22 @@ def explain_options(draw, cheap: bool) -> pb.ExplainOptions:
     o.kpca_kernel = draw(strings(("sigmoid", "rbf", "poly", "linear", "cosine", "")))
     o.aug_smooth, o.eigen_smooth = draw(st.booleans()), draw(st.booleans())
     o.faithfulness = False if cheap else draw(st.booleans())
+    for name, value in draw(st.dictionaries(strings(PARAMETER_NAMES), option_values(), max_size=3)).items():
+        o.parameters[name].CopyFrom(value)
     return o
+
+
+# Options by name in ExplainOptions.parameters: the schema's names (typed
+# fields set a second way, method-only options such as random_cam's) and others.
+PARAMETER_NAMES = INT_OPTIONS + FLOAT_OPTIONS + ("weight_bound", "seed", "baseline", "noise_tunnel", "faithfulness")
+
+
+def option_values() -> st.SearchStrategy[pb.OptionValue]:
+    """An OptionValue of any kind (or none set), sane or extreme."""
+    return st.one_of(st.just(pb.OptionValue()), st.booleans().map(lambda b: pb.OptionValue(bool_value=b)),
+                     st.one_of(st.integers(0, 8), st.sampled_from(INT64)).map(lambda i: pb.OptionValue(int_value=i)),
+                     st.one_of(st.floats(0, 1), doubles()).map(lambda d: pb.OptionValue(double_value=d)),
+                     strings().map(lambda t: pb.OptionValue(string_value=t)))
 
 
 @st.composite
@@ -412,8 +427,18 @@ def explain_requests(draw, models: dict) -> pb.ExplainRequest:
     r = pb.ExplainRequest(model=model, images=f["images"], method=f["method"], layers=f["layers"],
                           options=f["options"], render_overlay=draw(st.booleans()),
                           render_heatmap=draw(st.booleans()), render=f["render"])
-    if f["target"] is not None:
+    # One target for all images, or one per image (ExplainRequest.targets):
+    # as many as the images, or a count that disagrees, or both fields set.
+    how = draw(st.sampled_from(("one", "one", "one", "per_image", "per_image_hostile")))
+    if how != "per_image_hostile" and f["target"] is not None:
         r.target.CopyFrom(f["target"])
+    if how == "per_image":
+        r.targets.extend(draw(st.lists(sane_targets(labels), min_size=len(r.images), max_size=len(r.images))
+                              .map(lambda ts: [t or pb.Target() for t in ts])))
+    elif how == "per_image_hostile":
+        r.targets.extend(draw(st.lists(targets(labels).map(lambda t: t or pb.Target()), max_size=4)))
+        if draw(st.booleans()) and f["target"] is not None:
+            r.target.CopyFrom(f["target"])
     return r
 
 
@@ -441,6 +466,22 @@ def load_model_requests(draw, models: dict) -> pb.LoadModelRequest:
     r = pb.LoadModelRequest(channels_last=draw(st.booleans()), device_decode=draw(st.booleans()), **f)
     if draw(st.booleans()):
         r.pin_memory = draw(st.booleans())
+    # The same settings as one ModelOptions (moved there, or set both ways, agreeing or not).
+    how = draw(st.sampled_from(("flat", "options", "both")))
+    if how != "flat":
+        o = r.options
+        o.device, o.dtype, o.compile = r.device, r.dtype, r.compile
+        o.batching.CopyFrom(r.batching)
+        o.compile_batch_sizes.extend(r.compile_batch_sizes)
+        o.channels_last, o.device_decode = r.channels_last, r.device_decode
+        if r.HasField("pin_memory"):
+            o.pin_memory = r.pin_memory
+        if how == "options":
+            for name in ("device", "dtype", "batching", "channels_last", "compile", "compile_batch_sizes",
+                         "device_decode", "pin_memory"):
+                r.ClearField(name)
+        elif draw(st.booleans()):
+            o.dtype = draw(strings(("float32", "float16", "bfloat16")))
     return r
 
 
@@ -466,7 +507,13 @@ def stream_items(draw, models: dict) -> list:
     return items
 
 
+def server_info_requests(models: dict) -> st.SearchStrategy[pb.GetServerInfoRequest]:
+    """GetServerInfo takes an empty request: hostility reaches it only on the wire (wire_bytes)."""
+    return st.just(pb.GetServerInfoRequest())
+
+
 REQUESTS = {
+    "GetServerInfo": server_info_requests,
     "LoadModel": load_model_requests,
     "GetModelInfo": model_info_requests,
     "Predict": predict_requests,

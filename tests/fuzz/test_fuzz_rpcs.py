@@ -31,7 +31,7 @@ from netscope.v1 import inspector_pb2 as pb
 
 from . import strategies as S
 from .fuzzer import Fuzzer
-from .server_process import ServerProcess
+from .server_process import ServerProcess, save_tiny_checkpoint
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.skipif(not os.path.exists("/proc/self/status"),
                                                    reason="reads the server's RSS from /proc")]
@@ -68,8 +68,9 @@ def fuzz(tmp_path_factory):
     log = os.environ.get("NETSCOPE_FUZZ_LOG") or str(tmp_path_factory.mktemp("fuzz-log") / "server.log")
     config = {"models": MODELS, "device": "cpu", "store": str(store), "max_pixels": MAX_PIXELS, "max_batch": 8,
               "workers": 8, "grace_s": 2,
-              # The tiny model: 32x32 input, 10 classes; every method costs milliseconds on it.
-              "load": [{"model_id": "tiny", "source": "simple_cnn", "num_classes": 10}]}
+              # The tiny model: a checkpoint with its own 32-pixel recipe, 10 classes;
+              # every method costs milliseconds on it.
+              "load": [{"model_id": "tiny", "source": save_tiny_checkpoint(store)}]}
     server = ServerProcess(config, rss_limit_mib=KILL_MIB, log_path=log).start()
     f = Fuzzer(server, deadline_s=DEADLINE_S, private=(str(store), str(store.resolve())))
     f.started = time.perf_counter()
@@ -86,9 +87,8 @@ def fuzz(tmp_path_factory):
 
 
 def describe_models(f: Fuzzer) -> dict:
-    """Layer names, class names (and for the tiny model every method) to draw from."""
-    from netscope.server.explain import METHODS
-
+    """Layer names, class names (and for the tiny model every method the
+    server registers, read from GetServerInfo) to draw from."""
     models = {}
     for model in KEEP:
         info = f.unary("GetModelInfo", pb.GetModelInfoRequest(model=model), timeout=120).response
@@ -96,7 +96,8 @@ def describe_models(f: Fuzzer) -> dict:
                          "convs": [layer.name for layer in info.layers if layer.conv],
                          "cam_layers": [layer.name for layer in info.layers if layer.cam_target][-6:],
                          "labels": list(info.class_names[:50])}
-    models["tiny"]["methods"] = sorted(METHODS)
+    info = f.unary("GetServerInfo", pb.GetServerInfoRequest(), timeout=60).response
+    models["tiny"]["methods"] = sorted(m.name for m in info.methods)
     return models
 
 
@@ -132,7 +133,8 @@ def clean(f: Fuzzer, since: int) -> None:
 
 
 @pytest.mark.parametrize("rpc, share", [("Predict", 150), ("GetFeatureMaps", 100), ("GetKernels", 60),
-                                        ("GetLayerStats", 100), ("GetModelInfo", 60), ("Explain", 200)])
+                                        ("GetLayerStats", 100), ("GetModelInfo", 60), ("Explain", 200),
+                                        ("GetServerInfo", 5)])
 def test_rpc(fuzz, rpc, share):
     since = len(fuzz.violations)
 
