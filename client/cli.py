@@ -331,30 +331,52 @@ def explain_limit(text: str) -> tuple[str, int]:
 
 
 def explain_option(text: str) -> tuple[str, object]:
-    """argparse type of --option KEY=VALUE: an ExplainOptions field, typed as the proto declares it."""
+    """argparse type of --option KEY=VALUE: any explanation option, typed by
+    the committed schema (client/explain_schema.json), else by its typed
+    ExplainOptions field, else by the value's look (true/false, an integer,
+    a number, else text). The server checks the name and the range."""
     from netscope.v1 import inspector_pb2 as pb
 
-    fields = pb.ExplainOptions.DESCRIPTOR.fields_by_name
-    names = sorted(n for n in fields if n != "faithfulness")  # that one is --metrics
+    from .explain_schema import load
+
     key, sep, value = text.partition("=")
     key = key.strip().replace("-", "_")
-    if not sep or key not in names:
-        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE with KEY one of {', '.join(names)}")
-    kind = fields[key].type
+    if not sep or not key or key in ("faithfulness", "parameters"):  # faithfulness is --metrics
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE with KEY an option's name "
+                                         f"(`netscope methods` lists them)")
+    kinds = {o.name: o.type for o in load()[1]}
+    fields = pb.ExplainOptions.DESCRIPTOR.fields_by_name
+    if key not in kinds and key in fields:
+        f = fields[key]
+        kinds[key] = {f.TYPE_BOOL: "bool", f.TYPE_INT32: "int", f.TYPE_INT64: "int", f.TYPE_FLOAT: "float",
+                      f.TYPE_DOUBLE: "float"}.get(f.type, "str")
+    kind = kinds.get(key) or _look(value)
     try:
-        if kind == fields[key].TYPE_BOOL:
+        if kind == "bool":
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
             return key, value.lower() in ("true", "1", "yes")
-        if kind in (fields[key].TYPE_INT32, fields[key].TYPE_INT64):
+        if kind == "int":
             return key, int(value)
-        if kind in (fields[key].TYPE_FLOAT, fields[key].TYPE_DOUBLE):
+        if kind == "float":
             return key, float(value)
     except ValueError:
-        wanted = {fields[key].TYPE_BOOL: "true or false", fields[key].TYPE_INT32: "an integer",
-                  fields[key].TYPE_INT64: "an integer"}.get(kind, "a number")
+        wanted = {"bool": "true or false", "int": "an integer"}.get(kind, "a number")
         raise argparse.ArgumentTypeError(f"{key} takes {wanted}; got {value!r}") from None
     return key, value
+
+
+def _look(value: str) -> str:
+    """An unknown option's type, from its value: true/false, an integer, a number, else text."""
+    if value.lower() in ("true", "false"):
+        return "bool"
+    for kind, cast in (("int", int), ("float", float)):
+        try:
+            cast(value)
+            return kind
+        except ValueError:
+            pass
+    return "str"
 
 
 def option_flag(parser: argparse.ArgumentParser, help: str) -> None:

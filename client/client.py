@@ -598,11 +598,16 @@ class Client:
         image's top-1; top_k > 1: its top-k) or a list of one per image
         (index, label or None), explained in one request. A label matching
         several classes (case-insensitively) is INVALID_ARGUMENT listing them.
-        `options`
-        are ExplainOptions fields: steps, baseline, window, stride, batch_size,
-        noise_tunnel, nt_samples, nt_stdev, aug_smooth, eigen_smooth, samples, noise, seed, fem_k,
-        finer_alpha, finer_classes, kpca_kernel, kpca_gamma. Leave an option
-        out for the method's default; a count set to 0 is refused (INVALID_ARGUMENT).
+        `options` are any options of the server's schema by name (`netscope
+        methods` lists each method's): steps, baseline, window, stride,
+        batch_size, noise_tunnel, nt_samples, nt_stdev, aug_smooth,
+        eigen_smooth, samples, noise, seed, fem_k, finer_alpha, finer_classes,
+        kpca_kernel, kpca_gamma, and a method's own (random_cam's
+        weight_bound, ...); those without a typed ExplainOptions field travel
+        in its `parameters` map. Leave an option out for the method's default.
+        INVALID_ARGUMENT: an unknown option (naming the closest), one the
+        method does not use (naming its options), a count set to 0, a value
+        over the server's ceiling.
 
         Pictures (overlay / heatmap_png): `sign` "" or "auto" (the method's
         own: CAMs "heat", signed attributions "all", saliency
@@ -722,7 +727,7 @@ def explain_request(model: str, images, method: str, target, layers, overlay: bo
                             render_overlay=overlay, render_heatmap=heatmap_png,
                             render=pb.RenderOptions(colormap=colormap, alpha=alpha, sign=sign,
                                                     clip_percentile=clip_percentile),
-                            options=pb.ExplainOptions(faithfulness=faithfulness, **options))
+                            options=explain_options(options, faithfulness))
     _set_targets(req, target)
     if top_k:
         if req.targets:
@@ -730,6 +735,34 @@ def explain_request(model: str, images, method: str, target, layers, overlay: bo
                              "per-image targets, not both")
         req.target.top_k = top_k
     return req
+
+
+def explain_options(options: dict, faithfulness: bool = False) -> pb.ExplainOptions:
+    """ExplainOptions from {name: value}: an option with a typed field of its
+    own goes there, any other in the `parameters` map, typed by its Python
+    value (bool, int, float, str). The client needs no schema: the server
+    refuses a name it does not know, naming the closest (INVALID_ARGUMENT).
+    TypeError: a value of another type."""
+    msg = pb.ExplainOptions(faithfulness=faithfulness)
+    fields = pb.ExplainOptions.DESCRIPTOR.fields_by_name
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in fields and name not in ("faithfulness", "parameters"):
+            setattr(msg, name, value)
+            continue
+        entry = msg.parameters[name]
+        if isinstance(value, (bool, np.bool_)):
+            entry.bool_value = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            entry.int_value = int(value)
+        elif isinstance(value, (float, np.floating)):
+            entry.double_value = float(value)
+        elif isinstance(value, str):
+            entry.string_value = value
+        else:
+            raise TypeError(f"option {name}: a {type(value).__name__} is not a bool, int, float or str")
+    return msg
 
 
 def _images(images) -> list[pb.Image]:

@@ -99,3 +99,14 @@ def untouched(m: nn.Module):
 @pytest.fixture
 def fingerprint():
     return untouched
+
+
+def options_for(method: str, **values):
+    """explain.Options with only those of `values` that `method` uses (the
+    registry's schema refuses the others), so one set of cheap settings
+    serves a loop over every method."""
+    from netscope.server import methods
+    from netscope.server.explain import Options
+
+    uses = set(methods.method(method).options) | set(methods.COMMON_OPTIONS)
+    return Options(**{k: v for k, v in values.items() if k in uses})

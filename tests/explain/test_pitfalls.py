@@ -14,12 +14,13 @@ from torch import nn
 
 from netscope.server import cams
 from netscope.server.errors import FailedPrecondition, InvalidArgument
-from netscope.server.explain import METHODS, Options, explain, normalize
+from netscope.server.explain import Options, explain, normalize
+from netscope.server.methods import method as method_spec, methods
 from netscope.server.hooks import find_layer
 
-from .conftest import batch, model, tiny, untouched
+from .conftest import batch, model, options_for, tiny, untouched
 
-CHEAP = dict(steps=2, samples=2, nt_samples=2, window=8, stride=8, batch_size=64)
+CHEAP = dict(steps=2, samples=2, window=8, stride=8, batch_size=64)
 
 
 def maps(r, rank=0):
@@ -32,18 +33,18 @@ def test_frozen_models_explain_and_match_trainable():
     for p in frozen.parameters():
         p.requires_grad_(False)
     x = batch(2, 32, seed=21)
-    for method in METHODS:
-        a = explain(m, x, method, options=Options(**CHEAP, seed=1))
-        b = explain(frozen, x, method, options=Options(**CHEAP, seed=1))
+    for method in methods():
+        a = explain(m, x, method, options=options_for(method, **CHEAP, seed=1))
+        b = explain(frozen, x, method, options=options_for(method, **CHEAP, seed=1))
         torch.testing.assert_close(maps(a), maps(b), msg=method)
         assert all(p.grad is None for p in frozen.parameters())
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(methods()))
 def test_every_method_leaves_the_model_as_it_was(method):
     m = tiny()
     before = untouched(m)
-    r = explain(m, batch(2, 32, seed=22), method, options=Options(**CHEAP, seed=1))
+    r = explain(m, batch(2, 32, seed=22), method, options=options_for(method, **CHEAP, seed=1))
     assert untouched(m) == before
     for img in r:
         for c in img:
@@ -76,8 +77,8 @@ def test_a_failure_half_way_leaves_the_model_as_it_was(method):
     m = Fragile(copy.deepcopy(tiny()), limit=2, calls=2)  # smooth_grad_cam_plus_plus: the 2nd noisy pass fails
     before = untouched(m)
     with pytest.raises(RuntimeError, match="injected"):
-        explain(m, batch(2, 32, seed=23), method, layers=["inner.features"] if METHODS[method].needs_layer else None,
-                options=Options(batch_size=8, steps=8, window=8, samples=4))
+        explain(m, batch(2, 32, seed=23), method, layers=["inner.features"] if method_spec(method).takes_layers else None,
+                options=options_for(method, batch_size=8, steps=8, window=8, samples=4))
     assert untouched(m) == before
     assert m.calls < 0 or method != "smooth_grad_cam_plus_plus"
 
@@ -110,7 +111,7 @@ def test_a_failure_in_a_cam_after_the_capture_leaves_the_model_as_it_was(monkeyp
     def boom(*args, **kwargs):
         raise RuntimeError("injected failure after the capture")
 
-    monkeypatch.setattr(cams, "_gradient_map", boom)
+    monkeypatch.setattr(cams, "_reduce", boom)
     with pytest.raises(RuntimeError, match="injected"):
         explain(m, batch(1, 64), "grad_cam")
     assert untouched(m) == before
@@ -123,7 +124,7 @@ def test_score_cams_have_no_nan_on_dead_channels_and_match_brute_force(method):
     each dead channel on its own."""
     m = tiny(channels=8, dead=3)
     x = batch(2, 32, seed=24)
-    opts = Options(steps=3, samples=1, noise=0.0, batch_size=5)
+    opts = options_for(method, steps=3, samples=1, noise=0.0, batch_size=5)
     r = explain(m, x, method, layers=["features"], options=opts)
     ours = torch.stack([img[0].heatmap for img in r])
     assert torch.isfinite(ours).all()
@@ -220,7 +221,7 @@ def test_inception_v3_with_aux_logits_and_transform_input():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(methods()))
 def test_half_precision_models_give_float32_maps_close_to_float32(dtype, method):
     """Every method: the Captum ones compute on a float32 copy of a half
     model (DeepLIFT's map was NaN everywhere in float16), the CAMs in the
@@ -228,9 +229,9 @@ def test_half_precision_models_give_float32_maps_close_to_float32(dtype, method)
     m32 = tiny()
     m16 = copy.deepcopy(m32).to(dtype)
     x = batch(2, 32, seed=30)
-    a = explain(m32, x, method, options=Options(batch_size=16, seed=0))
+    a = explain(m32, x, method, options=options_for(method, batch_size=16, seed=0))
     try:
-        b = explain(m16, x, method, options=Options(batch_size=16, seed=0))
+        b = explain(m16, x, method, options=options_for(method, batch_size=16, seed=0))
     except RuntimeError as exc:  # pragma: no cover - a CPU build without half kernels
         pytest.skip(f"{dtype} not supported here: {exc}")
     assert [i[0].target for i in a] == [i[0].target for i in b]

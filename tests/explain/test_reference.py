@@ -16,11 +16,14 @@ from pytorch_grad_cam import (
     FEM,
     KPCA_CAM,
     EigenCAM,
+    EigenGradCAM,
     FinerCAM,
     GradCAM,
+    GradCAMElementWise,
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    RandomCAM,
     ShapleyCAM,
     XGradCAM,
 )
@@ -29,7 +32,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from netscope.server.explain import Options, Target, explain, normalize
 from netscope.server.hooks import find_layer
 
-from .conftest import batch, model
+from netscope.server.methods import methods
+
+from .conftest import batch, model, options_for
 
 # (arch, layer, input size). densenet121 is compared at features.denseblock4:
 # at the default layer ("features", i.e. norm5) the forward pass applies an
@@ -52,7 +57,31 @@ REFERENCE = {
     "fem": FEM,
     "kpca_cam": KPCA_CAM,
     "shapley_cam": ShapleyCAM,
+    "grad_cam_elementwise": GradCAMElementWise,
+    "eigen_grad_cam": EigenGradCAM,
+    "random_cam": RandomCAM,  # seeded alike: numpy's global generator there, RandomState(seed) here
 }
+# CAM methods anchored by a test of their own (another call, model or
+# comparison), or not against a library: the reason, or the test.
+ANCHORED_ELSEWHERE = {
+    "finer_cam": "test_finer_cam_agrees_with_pytorch_grad_cam (targets=None: its own rival choice)",
+    "cam": "test_pitfalls: test_cam_is_grad_cam_times_area_on_gap_linear_heads",
+    "smooth_grad_cam_plus_plus": "draws torch noise (pytorch-grad-cam has no Smooth Grad-CAM++); "
+                                 "test_pitfalls and test_pointing_game",
+    "score_cam": "test_pitfalls: test_score_cams_have_no_nan_on_dead_channels_and_match_brute_force",
+    "ss_cam": "test_pitfalls: test_score_cams_have_no_nan_on_dead_channels_and_match_brute_force",
+    "is_cam": "test_pitfalls: test_score_cams_have_no_nan_on_dead_channels_and_match_brute_force",
+    "ablation_cam": "pytorch-grad-cam's AblationCAM skips channels by a ratio; test_pointing_game",
+    "full_grad": "test_pitfalls (aug_smooth, frozen models); test_pointing_game",
+}
+SEED = 11
+
+
+def test_every_cam_method_has_an_anchor():
+    """A method added to the registry is compared here (REFERENCE) or says where it is."""
+    cams = [n for n, s in methods().items() if s.family in ("cam", "perturbation_cam")]
+    missing = [n for n in cams if n not in REFERENCE and n not in ANCHORED_ELSEWHERE]
+    assert not missing, f"CAM methods with no reference: {missing}; add them to REFERENCE or ANCHORED_ELSEWHERE"
 
 
 def targets_for(n: int):
@@ -125,12 +154,13 @@ def test_cams_agree_with_pytorch_grad_cam(arch, layer, size, n, canonical_svd_si
     x = batch(n, size)
     wanted = resolve(targets_for(n), m, x)
     for method, cls in REFERENCE.items():
-        r = explain(m, x, method, targets=wanted, layers=[layer])
+        r = explain(m, x, method, targets=wanted, layers=[layer], options=options_for(method, seed=SEED))
         ours = normalize(torch.stack([img[0].upsampled for img in r]))
         assert ours.shape == (n, size, size)
         chosen = [img[0].target for img in r]
         if wanted is not None:
             assert chosen == wanted
+        np.random.seed(SEED)
         with cls(model=m, target_layers=[find_layer(m, layer)]) as cam:
             ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in chosen]))
         assert float(ref.max()) > 0.5, f"{method}: degenerate reference map"

@@ -54,6 +54,7 @@ CASES = [
     ("shapley_cam", dict(top_k=2), {}),
     ("kernel_shap", {}, dict(window=56, samples=10, seed=2)),
     ("finer_cam", dict(top_k=2), dict(finer_alpha=0.5, finer_classes=2)),
+    ("random_cam", {}, dict(weight_bound=0.5, seed=3)),  # an option with no typed field: the parameters map
 ]
 
 
@@ -108,8 +109,12 @@ BAD = [
     ("an unknown method", dict(method="gradcam"), grpc.StatusCode.INVALID_ARGUMENT, ["grad_cam"]),
     ("an unknown noise tunnel", dict(method="saliency", noise_tunnel="smooth"), grpc.StatusCode.INVALID_ARGUMENT,
      ["smoothgrad"]),
-    ("finer_classes over the class count", dict(method="finer_cam", finer_classes=1000),
-     grpc.StatusCode.INVALID_ARGUMENT, ["more than the 999 other classes"]),
+    ("finer_classes over its ceiling", dict(method="finer_cam", finer_classes=1000),
+     grpc.StatusCode.INVALID_ARGUMENT, ["finer_classes 1000", "limit of 100"]),
+    ("an option the method does not use", dict(method="grad_cam", kpca_kernel="rbf"),
+     grpc.StatusCode.INVALID_ARGUMENT, ["grad_cam does not use option kpca_kernel", "used by kpca_cam"]),
+    ("an unknown option", dict(method="grad_cam", aug_smoth=True), grpc.StatusCode.INVALID_ARGUMENT,
+     ["unknown option 'aug_smoth'", "closest: aug_smooth"]),
 ]
 
 
@@ -143,9 +148,10 @@ def test_cli_explains_files_to_overlays(run_cli, tmp_path, photo_files):
 
 
 def test_cli_passes_any_explain_option(run_cli, client, tmp_path, photo_files):
-    """--option KEY=VALUE reaches the server typed as ExplainOptions declares
-    it: the overlay equals the client's with the same options, and differs
-    from the default's; a key that is not an option is a usage error."""
+    """--option KEY=VALUE reaches the server typed by the schema: the overlay
+    equals the client's with the same options, and differs from the
+    default's; a key that is not an option is refused by the server, naming
+    the closest; a value of the wrong type is a usage error."""
     photo = photo_files["chelsea"]
     out = tmp_path / "opt"
     code, _, err = run_cli("explain", "--model", "r18", "--method", "kpca_cam", "--option", "kpca_kernel=rbf",
@@ -156,7 +162,10 @@ def test_cli_passes_any_explain_option(run_cli, client, tmp_path, photo_files):
                           aug_smooth=True, overlay=True, colormap="jet", alpha=0.5)[0][0]
     plain = client.explain("r18", photo.read_bytes(), method="kpca_cam", overlay=True, colormap="jet", alpha=0.5)[0][0]
     assert png.read_bytes() == same.overlay_png != plain.overlay_png
-    code, _, err = run_cli("explain", "--model", "r18", "--option", "kpca_gama=0.05", str(photo), "--out", str(out))
-    assert code == 2 and "KEY one of" in err and "kpca_gamma" in err
+    code, text, err = run_cli("explain", "--model", "r18", "--method", "kpca_cam", "--option", "kpca_gama=0.05",
+                              str(photo), "--out", str(tmp_path / "typo"))
+    assert code != 0 and "kpca_gamma" in text + err  # the server's answer: the closest name
+    code, _, err = run_cli("explain", "--model", "r18", "--option", "=3", str(photo), "--out", str(out))
+    assert code == 2 and "KEY=VALUE" in err
     code, _, err = run_cli("explain", "--model", "r18", "--option", "aug_smooth=maybe", str(photo), "--out", str(out))
     assert code == 2 and "aug_smooth takes true or false" in err
