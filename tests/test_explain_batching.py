@@ -122,6 +122,17 @@ def test_which_explanations_batch():
         assert not batchable(method, options), method
 
 
+def test_every_method_declared_to_draw_noise_runs_alone_when_seeded():
+    """Read from the registry, not a hand-kept list: a new random method
+    (random_cam) is kept out of seeded batches by its declaration alone."""
+    from netscope.server.methods import methods
+
+    assert methods()["random_cam"].draws_noise
+    for name, spec in methods().items():
+        assert batchable(name, Options()), name  # unseeded: fresh noise per image either way
+        assert batchable(name, Options(seed=1)) == (spec.may_batch and not spec.draws_noise), name
+
+
 # ---------------------------------------------------------------- the Batcher itself
 
 
