@@ -32,10 +32,15 @@ gradients G of the target's logit with respect to A:
     is_cam                the same, scores averaged over masks scaled 1/n, 2/n, .. 1
     ablation_cam          w_c = (y - y with A_c zeroed) / |y|
 
+(random_cam, in server/cam_methods/, draws w_c uniformly at random: a baseline)
 and the map is relu(sum_c w_c A_c) (or relu of the element-wise sum, or of
 the first principal component with eigen_smooth). full_grad sums the
 normalised |input x input-gradient| and |bias x bias-gradient| of every
 Conv2d/BatchNorm2d.
+
+Each method is declared once, above its `maps(p: Pass)` function, with
+`cam_method` (server/methods.py's register_method plus the shared pass, the
+aug_smooth views and the fusion of several layers): no dispatch on names.
 """
 from __future__ import annotations
 
