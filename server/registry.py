@@ -23,6 +23,7 @@ from torch import nn
 from . import compiled, torch_thread, transfer
 from .batching import Batcher
 from .compiled import CompiledForward
+from .convert import FLOAT_IMAGE_FACTOR
 from .errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest, closest_metadata,
                      shown)
 from .imaging import Preprocessing
@@ -190,8 +191,16 @@ class LoadedModel:
             return self.summary
         if len(input_size) != 3 or min(input_size) < 1 or input_size[0] != self.input_size[0]:
             raise InvalidArgument(f"input_size must be (C, H, W) with C={self.input_size[0]}; got {list(input_size)}")
-        if input_size[1] * input_size[2] > 4096 * 4096:
-            raise InvalidArgument(f"input_size {list(input_size)} is too large to summarise")
+        # The summary is a forward pass at this size: bound it as float images are
+        # (16x the model input's pixels), not by a fixed 4096x4096 (over 3 GiB).
+        _, h0, w0 = self.input_size
+        limit = FLOAT_IMAGE_FACTOR * h0 * w0
+        if input_size[1] * input_size[2] > limit:
+            side = int(limit ** 0.5)
+            raise InvalidArgument(
+                f"input_size {list(input_size)[:3]} is over this model's limit of {limit} pixels "
+                f"({FLOAT_IMAGE_FACTOR}x its {h0}x{w0} input, e.g. {side}x{side})",
+                reason="INPUT_SIZE_TOO_LARGE", field="input_size", metadata={"limit": str(limit)})
         try:
             return summarize(self.module, tuple(input_size), self.device, self.dtype)
         except RuntimeError as exc:

@@ -140,3 +140,14 @@ def test_unload_frees_the_module_at_once(client, server, max_batch_size):
     client.model_info("free")
     client.unload_model("free")
     assert module() is None  # no gc.collect here: UnloadModel has already freed it
+
+
+def test_model_info_input_size_is_bounded_by_the_model_input(client):
+    """GetModelInfo at another input size runs the model on it: 3x4096x4096 on
+    mobilenet_v3_small took over 3 GiB (the fuzzer's watchdog killed the
+    server). A size over 16x the model input's pixels is refused up front."""
+    err = failure(lambda: client.model_info("mnv3", input_size=(3, 4096, 4096)))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.reason == "INPUT_SIZE_TOO_LARGE", err
+    assert err.field_violations[0][0] == "input_size" and err.metadata["limit"] == str(16 * 224 * 224)
+    assert "896x896" in err.message
+    assert client.model_info("mnv3", input_size=(3, 896, 896)).input_size == [3, 896, 896]
