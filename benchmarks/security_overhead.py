@@ -8,7 +8,7 @@ import time
 
 import trustme
 from netscope.server.app import Server, ServerConfig
-from netscope.server.security import role_of
+from netscope.server.rpc.security import role_of
 from netscope.client import Client
 
 toks = [(f"token-{i:02d}-abcdefghijklmnop".encode(), "read") for i in range(10)]

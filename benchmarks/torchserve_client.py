@@ -40,7 +40,7 @@ def prepare(out: Path) -> None:
     import skimage.data
     import torch
 
-    from netscope.server.registry import build_architecture
+    from netscope.server.models.registry import build_architecture
 
     out.mkdir(parents=True, exist_ok=True)
     for name in IMAGES:
@@ -138,9 +138,10 @@ class InProcessCaller:
     def __init__(self, images: list[bytes]):
         import tempfile
 
-        from netscope.server import convert, predict
+        from netscope.server.rpc import convert
+        from netscope.server.models import predict
         from netscope.server.imaging import DEFAULT_MAX_PIXELS
-        from netscope.server.registry import Registry
+        from netscope.server.models.registry import Registry
 
         self.convert, self.predict, self.max_pixels = convert, predict, DEFAULT_MAX_PIXELS
         self.model = Registry(tempfile.mkdtemp(prefix="netscope-store-")).load("r18", "resnet18", weights="none",

@@ -145,8 +145,8 @@ class InProcess:
 
     def __init__(self, model_id: str, spec: InProcessModel, store: str, rpc: str, images: list[pb.Image],
                  method: str, options: dict | None = None):
-        from netscope.server.registry import Batching, Registry
-        from netscope.server.service import InspectorService, Limits
+        from netscope.server.models.registry import Batching, Registry
+        from netscope.server.rpc.service import InspectorService, Limits
 
         b = spec.batching
         self.model_id = model_id

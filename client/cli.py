@@ -89,7 +89,7 @@ def add_serve(sub) -> None:
     p.set_defaults(run=cmd_serve)
 
 
-# How a model is served (server/model_options.py): one flag per option, shared by `serve` and `load`;
+# How a model is served (server/models/model_options.py): one flag per option, shared by `serve` and `load`;
 # the dests are the options' flat names (the TOML [[models]] keys, Client.load_model's keywords).
 MODEL_OPTION_FLAGS = (
     ("--device", dict(help="auto, cpu, cuda or cuda:N (default: the server's, auto)")),
@@ -177,7 +177,7 @@ def server_config(args):
 
 def check_security(config) -> None:
     """Refuse (exit 2) a bad TLS or tokens file, or a public address in the clear, before any slow startup work."""
-    from netscope.server.security import ConfigError, configure
+    from netscope.server.rpc.security import ConfigError, configure
 
     try:
         configure(config.address, tls_cert=config.tls_cert, tls_key=config.tls_key, tls_client_ca=config.tls_client_ca,
@@ -197,7 +197,7 @@ def default_models(config) -> list:
     import torchvision
 
     from netscope.server.app import ModelSpec
-    from netscope.server.registry import weights_cache_path
+    from netscope.server.models.registry import weights_cache_path
 
     cached = weights_cache_path(torchvision.models.ResNet18_Weights.DEFAULT).exists()
     resnet = ModelSpec("resnet18", "resnet18", "DEFAULT" if cached else "none")
@@ -445,7 +445,7 @@ def cmd_explain(args) -> int:
 
 def cmd_pointing(args) -> int:
     from .pointing import BASELINES, baseline, maps, off_centre, read_boxes
-    from netscope.server.pointing import pointing_game
+    from netscope.server.explain.pointing import pointing_game
 
     try:
         images = read_boxes(args.folder)

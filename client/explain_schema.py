@@ -1,6 +1,6 @@
 """The explanation methods and option schema, as a committed copy for offline use.
 
-The server's registry (server/methods.py) is the source; GetServerInfo
+The server's registry (server/explain/methods.py) is the source; GetServerInfo
 serves it live (`netscope methods`). The CLI's flags and `--help` text must
 not start torch to print help, so a copy of the schema is committed beside
 this module (explain_schema.json), written by `scripts/gen_schema.py`

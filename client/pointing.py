@@ -1,6 +1,6 @@
 """The pointing game over RPC: explain the images of a folder with known object
 boxes through a running server and score each map's peak against its box
-(`netscope.server.pointing` holds the rule).
+(`netscope.server.explain.pointing` holds the rule).
 
 The folder is what `netscope.training.data.export_shapes` writes: images plus a
 `boxes.csv` with columns file, label, class, x0, y0, x1, y1, width, height
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netscope.server.pointing import PointingResult, hit, pointing_game
+from netscope.server.explain.pointing import PointingResult, hit, pointing_game
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Writes what is generated from the method registry (server/methods.py):
+"""Writes what is generated from the method registry (server/explain/methods.py):
 
 - client/explain_schema.json: the methods and option schema the CLI's flags
   and --help read without starting torch;
@@ -26,8 +26,8 @@ def schema() -> dict:
     """The registry's methods and options as the committed JSON holds them."""
     from netscope.client import explain_schema
     from netscope.client.server_info import MethodInfo, OptionSchema
-    from netscope.server import methods as registry
-    from netscope.server import server_info
+    from netscope.server.explain import methods as registry
+    from netscope.server.rpc import server_info
 
     specs = list(registry.methods().values())
     methods = [MethodInfo(**vars(server_info.method_info(m))) for m in specs]

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     from netscope.client import Client
     from netscope.client.pointing import baseline, maps, off_centre, read_boxes
-    from netscope.server.pointing import pointing_game
+    from netscope.server.explain.pointing import pointing_game
     from netscope.training import recipes
     from netscope.training.checkpoint import randomised_copy
     from netscope.training.data import export_shapes

@@ -17,13 +17,14 @@ from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
 from .errors import NetscopeError
 from .explain import Ceilings
-from .convert import DEFAULT_DECODE_THREADS
+from .rpc.convert import DEFAULT_DECODE_THREADS
 from .imaging import DEFAULT_MAX_PIXELS
-from . import reflection, torch_thread
-from .model_options import FLAT_KEYS, ModelOptions
-from .registry import Registry
-from .security import ConfigError, configure
-from .service import InspectorService, Limits
+from .rpc import reflection
+from .runtime import torch_thread
+from .models.model_options import FLAT_KEYS, ModelOptions
+from .models.registry import Registry
+from .rpc.security import ConfigError, configure
+from .rpc.service import InspectorService, Limits
 
 log = logging.getLogger("netscope.server")
 
@@ -85,7 +86,7 @@ class ServerConfig:
     decode_threads: int = DEFAULT_DECODE_THREADS  # decode + preprocess a request's images in parallel; 1: serially
     # Ceilings on explanations, by name (explain.Ceilings: batch_size, steps, samples, ..., memory_mb); unset: defaults.
     explain_limits: dict[str, int] = field(default_factory=dict)
-    # Who may call what (server/security.py): PEM files; "" leaves each off.
+    # Who may call what (server/rpc/security.py): PEM files; "" leaves each off.
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""  # mutual TLS: clients must present a certificate this CA signed
@@ -161,7 +162,7 @@ class Server:
         """Health NOT_SERVING and new calls UNAVAILABLE at once; in-flight calls
         drain for up to `grace` seconds (default config.grace_s), then gRPC
         cancels what is left, and their torch work stops at its next check
-        point (server/cancel.py). Returns within grace + STOP_SLACK_S, joining
+        point (server/runtime/cancel.py). Returns within grace + STOP_SLACK_S, joining
         nothing unbounded."""
         if self._stopped.is_set():
             return

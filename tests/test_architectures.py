@@ -4,7 +4,7 @@ with weights none, Predict a photo, grad_cam and GetFeatureMaps at the default
 layer, all finite, unload.
 
 The default layer of every architecture must be declared for its family in
-server/default_layers.py, be called by the forward pass (grad_cam fails with
+server/explain/default_layers.py, be called by the forward pass (grad_cam fails with
 FAILED_PRECONDITION otherwise) and have a spatial output: (C, H, W), (H, W, C)
 for Swin, or patch tokens on a square grid (T, D) for vision transformers.
 
@@ -23,8 +23,8 @@ import torchvision
 from torch import nn
 
 from netscope.client import NetscopeError
-from netscope.server import default_layers
-from netscope.server.registry import default_recipe
+from netscope.server.explain import default_layers
+from netscope.server.models.registry import default_recipe
 from netscope.training.models import OUR_ARCHITECTURES
 
 from .conftest import encode, photo
@@ -99,7 +99,7 @@ def test_architecture_at_its_defaults(arch, request, server, client, chelsea_jpe
         loaded = server.registry.get(mid)
         family = default_layers.family_of(loaded.module, arch)
         assert family is not None, (f"{type(loaded.module).__name__} ({arch}) has no default layer declared in "
-                                    f"server/default_layers.py FAMILIES")
+                                    f"server/explain/default_layers.py FAMILIES")
         layer = info.default_cam_layer
         assert layer == family.resolve(loaded.module), "the default is the family's declaration, not the fallback"
         # The recipe fits the model that weights none builds (vit_h_14: 224 px, not its weights' 518).
@@ -145,7 +145,7 @@ def test_every_family_is_declared_once_and_used():
     assert len(classes) == len(set(classes))
     used = {a: module_class(a) for a in ARCHS}
     undeclared = sorted(f"{a} ({c})" for a, c in used.items() if c not in classes)
-    assert not undeclared, f"declare a default layer in server/default_layers.py FAMILIES for: {undeclared}"
+    assert not undeclared, f"declare a default layer in server/explain/default_layers.py FAMILIES for: {undeclared}"
     assert not set(classes) - set(used.values()), "a declaration no architecture uses"
 
 

@@ -24,7 +24,9 @@ import torch
 from PIL import Image
 
 from netscope.client import NetscopeError
-from netscope.server import convert, imaging, registry
+from netscope.server.rpc import convert
+from netscope.server import imaging
+from netscope.server.models import registry
 from netscope.server.errors import InvalidArgument
 from netscope.server.imaging import Preprocessing
 from netscope.v1 import inspector_pb2 as pb
@@ -137,7 +139,7 @@ def test_a_declared_bomb_is_refused_from_its_header_before_any_decode(client):
 
 
 def test_every_accepted_format_is_read_from_its_header():
-    from netscope.server import image_header
+    from netscope.server.imaging import image_header
 
     im = Image.fromarray(strip(30, 50))
     for fmt, kw in [("JPEG", {}), ("PNG", {}), ("WEBP", {}), ("WEBP", {"lossless": True}), ("BMP", {})]:
@@ -292,7 +294,7 @@ def test_float_tensors_far_larger_than_the_input_are_refused(client):
 
 
 def test_smallest_size_search():
-    from netscope.server.input_size import smallest_size
+    from netscope.server.models.input_size import smallest_size
 
     for true_min in (1, 2, 3, 17, 63, 100, 224):
         calls = []

@@ -1,4 +1,4 @@
-"""Work never outlives its caller (server/cancel.py), through a real server.
+"""Work never outlives its caller (server/runtime/cancel.py), through a real server.
 
 Each test puts long torch work in flight on the server's one torch thread,
 lets its caller go (a deadline, an explicit cancel, a dropped stream), then

@@ -151,7 +151,7 @@ def test_bench_in_process_batch_device_and_dtype(run_cli, client, photo_files):
 
 
 def test_load_fast_path_flags_and_bad_values(run_cli, monkeypatch):
-    from netscope.server.compiled import BACKEND_ENV
+    from netscope.server.models.compiled import BACKEND_ENV
 
     monkeypatch.setenv(BACKEND_ENV, "aot_eager")  # the loading path, not inductor's compile time
     code, out, err = run_cli("load", "fastcnn", "simple_cnn", "--compile", "default", "--compile-batch-sizes", "1",

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from netscope.client import NetscopeError
-from netscope.server.compiled import BACKEND_ENV
+from netscope.server.models.compiled import BACKEND_ENV
 
 
 def batch(n: int, seed: int = 0, size: int = 224) -> np.ndarray:

@@ -20,7 +20,9 @@ import torch
 from PIL import Image
 
 from netscope.client import NetscopeError
-from netscope.server import convert, device_decode, imaging
+from netscope.server.rpc import convert
+from netscope.server.imaging import device_decode
+from netscope.server import imaging
 from netscope.server.errors import InvalidArgument
 from netscope.server.imaging import Preprocessing
 from netscope.v1 import inspector_pb2 as pb

@@ -15,11 +15,11 @@ import torchvision
 
 from netscope.client import Client, NetscopeError, cli, explain_schema
 from netscope.client.option_flags import chosen_options
-from netscope.server import methods as registry
-from netscope.server import security
+from netscope.server.explain import methods as registry
+from netscope.server.rpc import security
 from netscope.server.app import Server, ServerConfig
 from netscope.server.imaging import COLORMAPS
-from netscope.server.registry import DTYPES
+from netscope.server.models.registry import DTYPES
 
 READ_TOKEN, ADMIN_TOKEN = "discovery-read-token-0123456789", "discovery-admin-token-0123456789"
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netscope.server import methods as registry
+from netscope.server.explain import methods as registry
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

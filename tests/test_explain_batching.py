@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from netscope.client import NetscopeError
-from netscope.server.batching import Batcher, Work
+from netscope.server.runtime.batching import Batcher, Work
 from netscope.server.explain import Options
-from netscope.server.explain_batching import batchable
-from netscope.server.registry import Batching
+from netscope.server.runtime.explain_batching import batchable
+from netscope.server.models.registry import Batching
 
 from .conftest import encode
 from .test_batching import concurrently
@@ -125,7 +125,7 @@ def test_which_explanations_batch():
 def test_every_method_declared_to_draw_noise_runs_alone_when_seeded():
     """Read from the registry, not a hand-kept list: a new random method
     (random_cam) is kept out of seeded batches by its declaration alone."""
-    from netscope.server.methods import methods
+    from netscope.server.explain.methods import methods
 
     assert methods()["random_cam"].draws_noise
     for name, spec in methods().items():

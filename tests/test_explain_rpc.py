@@ -13,7 +13,7 @@ import torch
 from netscope.client import NetscopeError
 from netscope.server import explain as domain
 from netscope.server import imaging
-from netscope.server.registry import build_architecture, default_recipe
+from netscope.server.models.registry import build_architecture, default_recipe
 from netscope.v1 import inspector_pb2 as pb
 
 from .conftest import encode

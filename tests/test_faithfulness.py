@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from netscope.server import faithfulness as F
+from netscope.server.explain import faithfulness as F
 from netscope.server.errors import InvalidArgument
 
 H = W = 16

@@ -9,7 +9,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from netscope.client import Client, NetscopeError
-from netscope.server.registry import build_architecture
+from netscope.server.models.registry import build_architecture
 
 from .test_predict import expect
 

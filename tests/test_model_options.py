@@ -12,7 +12,7 @@ import pytest
 
 from netscope.client import NetscopeError, cli
 from netscope.server.app import ModelSpec, Server, ServerConfig
-from netscope.server.model_options import Batching, ModelOptions
+from netscope.server.models.model_options import Batching, ModelOptions
 from netscope.v1 import inspector_pb2 as pb
 
 SOURCE = "squeezenet1_1"

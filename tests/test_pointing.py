@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from netscope.server.errors import InvalidArgument
-from netscope.server.pointing import hit, peaks, pointing_game
+from netscope.server.explain.pointing import hit, peaks, pointing_game
 
 BOX = (10, 20, 15, 30)  # x0, y0, x1, y1: columns 10..14, rows 20..29
 

@@ -10,7 +10,7 @@ import torch
 
 from netscope.client import NetscopeError
 from netscope.server import imaging
-from netscope.server.registry import build_architecture, default_recipe
+from netscope.server.models.registry import build_architecture, default_recipe
 
 from .conftest import MAX_PIXELS, encode
 

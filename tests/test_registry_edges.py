@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 from netscope.client import NetscopeError
-from netscope.server.registry import MAX_NUM_CLASSES
+from netscope.server.models.registry import MAX_NUM_CLASSES
 
 
 def failure(call) -> NetscopeError:

@@ -13,7 +13,8 @@ import pytest
 from captum.attr._utils.visualization import _normalize_attr
 
 from netscope.client import NetscopeError
-from netscope.server import imaging, rendering
+from netscope.server import imaging
+from netscope.server.explain import rendering
 from netscope.v1 import inspector_pb2 as pb
 
 from .conftest import encode
@@ -190,7 +191,7 @@ def test_wire_default_is_auto():
 
 def test_auto_sign_follows_the_registry():
     """Every method's auto sign comes from its MethodSpec: a new method is drawn right without a list here."""
-    from netscope.server import methods
+    from netscope.server.explain import methods
 
     for name, spec in methods.methods().items():
         expected = "heat" if spec.family != "attribution" else "all" if spec.signed else "absolute_value"

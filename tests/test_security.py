@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from netscope.client import Client, cli
 from netscope.client.client import NetscopeError
 from netscope.server.app import ModelSpec, Server, ServerConfig
-from netscope.server.security import ConfigError, read_tokens, role_of
+from netscope.server.rpc.security import ConfigError, read_tokens, role_of
 
 from .conftest import encode
 

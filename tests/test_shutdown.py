@@ -1,5 +1,5 @@
 """Shutdown is prompt: `netscope serve` under load, SIGTERM, exit 0 within
-the grace period and a few seconds (server/app.py, server/cancel.py)."""
+the grace period and a few seconds (server/app.py, server/runtime/cancel.py)."""
 from __future__ import annotations
 
 import os

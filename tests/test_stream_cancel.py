@@ -8,7 +8,7 @@ together, whose first answer came only when all 8 were done, so the caller
 that meant to cancel after its first answer could not. Methods whose forward
 passes already hold batch_size inputs (MethodSpec.sampled) gain nothing from
 a shared batch, so a stream now computes them item by item
-(server/stream.py, `batches_well`).
+(server/runtime/stream.py, `batches_well`).
 
 A real server on a loopback port with a small CNN (simple_cnn, untrained);
 images are float tensors, so their size sets the cost.
@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 import pytest
 
-from netscope.server import torch_thread
+from netscope.server.runtime import torch_thread
 from netscope.server.app import Server, ServerConfig
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc

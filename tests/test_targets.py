@@ -14,7 +14,7 @@ import torch
 
 from netscope.client import NetscopeError
 from netscope.server.errors import InvalidArgument
-from netscope.server.targets import Targets, class_index
+from netscope.server.explain.targets import Targets, class_index
 from netscope.v1 import inspector_pb2 as pb
 
 from .test_batching import concurrently

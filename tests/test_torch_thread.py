@@ -1,5 +1,5 @@
 """A CPU model's torch work runs on the server's one torch thread
-(server/torch_thread.py): every RPC that runs the model, through a real server."""
+(server/runtime/torch_thread.py): every RPC that runs the model, through a real server."""
 from __future__ import annotations
 
 import contextvars
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from netscope.server import torch_thread
+from netscope.server.runtime import torch_thread
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def test_a_predict_is_answered_while_a_long_explanation_runs(client, server, pho
     np.testing.assert_allclose(during.probabilities, idle.probabilities, rtol=1e-6)
 
 
-# ---------------------------------------------------------------- cancellation (server/cancel.py)
+# ---------------------------------------------------------------- cancellation (server/runtime/cancel.py)
 
 
 def _hold_the_torch_thread(release: threading.Event, started: threading.Event):
@@ -194,7 +194,7 @@ def _hold_the_torch_thread(release: threading.Event, started: threading.Event):
 
 
 def test_queued_work_whose_caller_has_gone_never_starts_and_its_caller_stops_waiting():
-    from netscope.server import cancel
+    from netscope.server.runtime import cancel
     from netscope.server.errors import Cancelled, DeadlineExceeded
 
     release, started, ran = threading.Event(), threading.Event(), []
@@ -229,7 +229,7 @@ def test_queued_work_whose_caller_has_gone_never_starts_and_its_caller_stops_wai
 
 
 def test_the_callers_liveness_travels_with_its_work_to_the_torch_thread():
-    from netscope.server import cancel
+    from netscope.server.runtime import cancel
     from netscope.server.errors import Cancelled
 
     caller = cancel.Caller()
@@ -255,7 +255,7 @@ def test_yielding_checks_the_caller_at_every_block_on_any_device_and_leaves_no_h
     stops at the first block after its caller has gone."""
     from torch import nn
 
-    from netscope.server import cancel
+    from netscope.server.runtime import cancel
     from netscope.server.errors import DeadlineExceeded
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU())).eval()
@@ -272,7 +272,7 @@ def test_yielding_checks_the_caller_at_every_block_on_any_device_and_leaves_no_h
 
 
 def test_a_batch_runs_while_any_of_its_callers_is_there():
-    from netscope.server import cancel
+    from netscope.server.runtime import cancel
 
     a, b = cancel.Caller(), cancel.Caller()
     both = cancel.AnyOf([a, b])

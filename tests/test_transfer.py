@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from netscope.server import transfer
+from netscope.server.models import transfer
 from netscope.server.imaging import DEFAULT_MAX_PIXELS
-from netscope.server.registry import Batching, Registry
-from netscope.server.service import InspectorService
+from netscope.server.models.registry import Batching, Registry
+from netscope.server.rpc.service import InspectorService
 from netscope.v1 import inspector_pb2 as pb
 
 from .conftest import encode
@@ -65,7 +65,8 @@ def test_pinned_batches_and_one_copy_per_batch(store, photos):
 def test_device_decode_on_cuda_matches_opencv_within_a_few_levels(photos):
     """nvJPEG is not libjpeg-turbo: allow a few grey levels (to be confirmed
     on the first GPU run)."""
-    from netscope.server import device_decode, imaging
+    from netscope.server.imaging import device_decode
+    from netscope.server import imaging
     from netscope.server.imaging import Preprocessing
 
     r = Preprocessing()

@@ -19,7 +19,7 @@ import torchvision
 from torch import nn
 
 from netscope.server.explain import explain
-from netscope.server.hooks import hook_count
+from netscope.server.inspection.hooks import hook_count
 
 SIZE = int(os.environ.get("NETSCOPE_BENCH_SIZE", "64"))
 DEVICE = torch.device(os.environ.get("NETSCOPE_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))

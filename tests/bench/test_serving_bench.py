@@ -37,12 +37,13 @@ import pytest
 import torch
 
 from netscope.client import Client
-from netscope.server import convert, transfer
+from netscope.server.rpc import convert
+from netscope.server.models import transfer
 from netscope.server.app import ModelSpec, Server, ServerConfig
-from netscope.server.compiled import BACKEND_ENV
+from netscope.server.models.compiled import BACKEND_ENV
 from netscope.server.imaging import DEFAULT_MAX_PIXELS, Preprocessing
-from netscope.server.registry import Batching, Registry
-from netscope.server.service import InspectorService
+from netscope.server.models.registry import Batching, Registry
+from netscope.server.rpc.service import InspectorService
 from netscope.v1 import inspector_pb2 as pb
 
 from ..conftest import encode

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from netscope.client import Client
-from netscope.server import convert
+from netscope.server.rpc import convert
 from netscope.server.app import ModelSpec, Server, ServerConfig
 from netscope.server.explain import explain
 from netscope.server.imaging import DEFAULT_MAX_PIXELS
@@ -73,7 +73,7 @@ def _sync():
 
 def test_grad_cam_in_process(benchmark, bench_server, jpegs):
     """The same work the server does, where it does it: decoding in this thread,
-    explaining on the model's torch thread (server/torch_thread.py: a second
+    explaining on the model's torch thread (server/runtime/torch_thread.py: a second
     OpenMP team beside the server's would slow both)."""
     m = bench_server.registry.get("r18")
     request = pb.ExplainRequest(render_overlay=OVERLAY)

@@ -84,7 +84,7 @@ def tiny(channels: int = 8, classes: int = 5, dead: int = 0) -> nn.Module:
 
 def untouched(m: nn.Module):
     """A fingerprint of everything explaining must leave as it was."""
-    from netscope.server.hooks import hook_count
+    from netscope.server.inspection.hooks import hook_count
 
     return {
         "hooks": hook_count(m),
@@ -105,7 +105,7 @@ def options_for(method: str, **values):
     """explain.Options with only those of `values` that `method` uses (the
     registry's schema refuses the others), so one set of cheap settings
     serves a loop over every method."""
-    from netscope.server import methods
+    from netscope.server.explain import methods
     from netscope.server.explain import Options
 
     uses = set(methods.method(method).options) | set(methods.COMMON_OPTIONS)

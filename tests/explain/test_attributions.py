@@ -23,7 +23,7 @@ from captum.attr import (
     ShapleyValueSampling,
 )
 
-from netscope.server.attributions import baseline_of, patch_mask
+from netscope.server.explain.attributions import baseline_of, patch_mask
 from netscope.server.explain import Options, explain
 
 from .conftest import batch, model, tiny

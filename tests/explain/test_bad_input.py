@@ -127,7 +127,7 @@ def test_default_layer_of_simple_cnn_is_its_last_relu(convs, layer):
 
 # ---------------------------------------------------------------- the options schema
 
-from netscope.server import methods  # noqa: E402
+from netscope.server.explain import methods
 
 
 def _value_of(spec):

@@ -14,7 +14,7 @@ from netscope.client import Client, NetscopeError
 from netscope.server.app import ModelSpec, Server, ServerConfig
 from netscope.server.errors import FailedPrecondition
 from netscope.server.explain import Ceilings
-from netscope.server.maps import first_component
+from netscope.server.explain.maps import first_component
 from netscope.v1 import inspector_pb2 as pb
 
 from ..conftest import encode

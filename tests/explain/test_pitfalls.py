@@ -12,11 +12,11 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from netscope.server import cams
+from netscope.server.explain import cams
 from netscope.server.errors import FailedPrecondition, InvalidArgument
 from netscope.server.explain import Options, explain, normalize
-from netscope.server.methods import method as method_spec, methods
-from netscope.server.hooks import find_layer
+from netscope.server.explain.methods import method as method_spec, methods
+from netscope.server.inspection.hooks import find_layer
 
 from .conftest import batch, model, options_for, tiny, untouched
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from netscope.client.pointing import baseline, off_centre, play, read_boxes
-from netscope.server.methods import methods
+from netscope.server.explain.methods import methods
 from netscope.training import recipes
 from netscope.training.checkpoint import randomised_copy
 from netscope.training.data import export_shapes

@@ -1,4 +1,4 @@
-"""random_cam (server/cam_methods/random_cam.py): the method added as one
+"""random_cam (server/explain/cam_methods/random_cam.py): the method added as one
 file, checked number for number against pytorch-grad-cam's RandomCAM over the
 wire, its own option carried in ExplainOptions.parameters."""
 from __future__ import annotations
@@ -10,9 +10,10 @@ import torch
 from pytorch_grad_cam import RandomCAM
 
 from netscope.client.client import NetscopeError
-from netscope.server import imaging, methods
+from netscope.server import imaging
+from netscope.server.explain import methods
 from netscope.server.explain import normalize
-from netscope.server.registry import build_architecture, default_recipe
+from netscope.server.models.registry import build_architecture, default_recipe
 
 
 @pytest.fixture(scope="module")

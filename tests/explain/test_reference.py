@@ -30,9 +30,9 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from netscope.server.explain import Options, Target, explain, normalize
-from netscope.server.hooks import find_layer
+from netscope.server.inspection.hooks import find_layer
 
-from netscope.server.methods import methods
+from netscope.server.explain.methods import methods
 
 from .conftest import batch, model, options_for
 

@@ -13,7 +13,7 @@ import torch
 
 from netscope.server import explain as domain
 from netscope.server import imaging
-from netscope.server.registry import build_architecture, default_recipe, imagenet_labels
+from netscope.server.models.registry import build_architecture, default_recipe, imagenet_labels
 
 from ..test_predict import expect
 

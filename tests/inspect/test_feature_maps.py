@@ -17,7 +17,7 @@ from .inspect_helpers import (
 )
 from netscope.server import imaging
 from netscope.server.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from netscope.server.hooks import hook_count
+from netscope.server.inspection.hooks import hook_count
 from netscope.server.inspection import GridSpec, feature_maps
 
 LAYERS = ["conv1", "bn1", "layer1.0.conv1", "layer2", "avgpool", "fc"]

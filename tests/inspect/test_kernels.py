@@ -9,7 +9,7 @@ from torch import nn
 from .inspect_helpers import decode_png, hand_uint8
 from netscope.server import imaging
 from netscope.server.errors import InvalidArgument, NotFound, ResourceExhausted
-from netscope.server.hooks import hook_count
+from netscope.server.inspection.hooks import hook_count
 from netscope.server.inspection import GridSpec, conv_layers, kernels
 
 

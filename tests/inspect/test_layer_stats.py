@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .inspect_helpers import WithAux, assert_unchanged, model_state, seeded_resnet18
 from netscope.server.errors import InvalidArgument, NotFound, ResourceExhausted
-from netscope.server.hooks import hook_count
+from netscope.server.inspection.hooks import hook_count
 from netscope.server.inspection import feature_maps, layer_stats, parameter_layers, tensor_stats
 
 

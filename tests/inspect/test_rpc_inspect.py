@@ -15,7 +15,7 @@ import torchvision
 
 from netscope.client import NetscopeError
 from netscope.server import inspection
-from netscope.server.hooks import hook_count
+from netscope.server.inspection.hooks import hook_count
 from netscope.server.inspection import GridSpec
 
 from .inspect_helpers import CLASSES, RECIPE, SIZE, save_checkpoint

@@ -8,9 +8,9 @@ import threading
 import torch
 from torch import nn
 
-from netscope.server.hooks import hook_count
+from netscope.server.inspection.hooks import hook_count
 from netscope.server.inspection import conv_layers
-from netscope.server.summary import summarize
+from netscope.server.inspection.summary import summarize
 
 from .inspect_helpers import seeded_resnet18
 

@@ -1,0 +1,318 @@
+"""ExplainStream: a batch job over one bidirectional stream.
+
+A reader thread takes the caller's items as they come (a bounded inbox, so
+gRPC flow control slows a fast sender instead of the server buffering a whole
+folder). Then a pipeline, one thread per stage, so the device never waits
+for the CPU work around it:
+
+    group + prepare    consecutive items that ask for the same explanation
+                       become one device batch (unless its method fills its
+                       own passes, `batches_well`), decoded and preprocessed
+    compute            the maps, on the device
+    render             overlays, metrics and messages (the handler's thread),
+                       each item's result streamed back under the caller's id
+
+While one batch computes, the next is decoded and the last one drawn; queues
+of one batch between the stages keep memory bounded. An item that fails gets
+its error in its own response and the stream goes on; a batch that fails is
+retried item by item to find out whose error it was. A caller that cancels
+or goes away (or whose deadline passes) stops every stage, and the torch work
+under way stops at its next check point: the compute and render stages run
+on behalf of the stream's caller (server/runtime/cancel.py).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Iterator, Protocol
+
+import grpc
+
+from netscope.v1 import inspector_pb2 as pb
+
+from . import cancel
+from ..rpc import convert
+from ..errors import Cancelled, DeadlineExceeded, rich_status
+
+_END = object()
+_POLL_S = 0.1  # how often a blocked stage looks whether the call has ended
+
+
+class Stages(Protocol):
+    """The three stages of explaining a request (InspectorService provides them)."""
+
+    def prepare_explanation(self, request: pb.ExplainRequest): ...
+    def compute_explanation(self, job): ...
+    def render_explanation(self, job) -> pb.ExplainResponse: ...
+
+
+def spec_key(request: pb.ExplainRequest) -> bytes:
+    """What an item asks for, minus its images: items with equal keys batch
+    together. A request for one class per image (`targets`, or a `target`
+    index, label or top-1) is keyed without its targets too, so images with
+    different targets share a batch, each with its own (`merged`)."""
+    spec = pb.ExplainRequest()
+    spec.CopyFrom(request)
+    del spec.images[:]
+    per_image = convert.per_image_target_messages(request) is not None
+    if per_image:
+        spec.ClearField("target")
+        del spec.targets[:]
+    return (b"per-image:" if per_image else b"") + spec.SerializeToString(deterministic=True)
+
+
+def merged(items: list[pb.ExplainStreamRequest]) -> pb.ExplainRequest:
+    """One request holding the images of items that share a spec_key (and,
+    when they ask for one class per image, each image's target)."""
+    if len(items) == 1:
+        return items[0].request
+    out = pb.ExplainRequest()
+    out.CopyFrom(items[0].request)
+    del out.images[:]
+    targets = [convert.per_image_target_messages(item.request) for item in items]
+    if targets[0] is not None:
+        out.ClearField("target")
+        del out.targets[:]
+    for item, own in zip(items, targets):
+        out.images.extend(item.request.images)
+        if own is not None:
+            out.targets.extend(own)
+    return out
+
+
+def batches_well(request: pb.ExplainRequest) -> bool:
+    """Whether items asking for this explanation should share a device batch.
+
+    Not when the method's forward passes already hold batch_size inputs
+    (MethodSpec.sampled: Score-CAM, Ablation-CAM, occlusion, integrated
+    gradients, the Shapley and LIME samplers; any noise tunnel): a shared batch
+    runs no fewer passes, it only makes one indivisible piece of work of them,
+    minutes long for a few Score-CAMs on a CPU. The torch thread runs one
+    such piece at a time, so every other caller's work waited behind the
+    whole batch, the stream's first answer waited for its last item, and a
+    caller that stopped after its first answers could not stop the rest
+    (seen as a 4-item stream waiting out its 30 s deadline in the soak).
+    Item by item, the stream's next item queues behind work that came
+    meanwhile and each answer leaves as soon as it is ready. A method that is
+    no method is refused at prepare; it batches with nothing."""
+    from ..explain.methods import method  # here: the registry imports every method's implementation
+
+    if request.options.noise_tunnel:
+        return False
+    try:
+        return not method(request.method).sampled
+    except Exception:  # noqa: BLE001 - an unknown method: its own error, at prepare
+        return False
+
+
+def item_error(item: pb.ExplainStreamRequest, exc: BaseException) -> pb.ExplainStreamResponse:
+    """One item's error: code and message, and the google.rpc.Status (ErrorInfo,
+    BadRequest) a unary Explain would have carried in its trailers."""
+    status = rich_status(exc)
+    return pb.ExplainStreamResponse(id=item.id, error=pb.ItemError(code=status.code, message=status.message,
+                                                                   status=status))
+
+
+class Batch:
+    """Items on their way through the pipeline as one device batch (`job`, what
+    the stages pass along), or the errors of items that failed."""
+
+    def __init__(self, model: str, started: float, items=(), job=None, errors=()):
+        self.model = model
+        self.started = started
+        self.items: list[pb.ExplainStreamRequest] = list(items)
+        self.job = job
+        self.errors: list[pb.ExplainStreamResponse] = list(errors)
+
+    @classmethod
+    def failed(cls, item: pb.ExplainStreamRequest, exc: BaseException, started: float) -> "Batch":
+        return cls(item.request.model, started, errors=[item_error(item, exc)])
+
+
+class ExplainStream:
+    def __init__(self, stages: Stages, *, max_images: int = 32, max_wait_s: float = 0.005, max_pending: int = 64,
+                 metrics=None):
+        self.stages = stages
+        self.max_images = max_images
+        self.max_wait_s = max_wait_s
+        self.max_pending = max_pending
+        self.metrics = metrics
+
+    def run(self, requests: Iterator[pb.ExplainStreamRequest], context) -> Iterator[pb.ExplainStreamResponse]:
+        caller = cancel.of_context(context, "ExplainStream")  # its event fires when the call ends, cancelled or not
+        stopped = caller.ended
+        inbox: queue.Queue = queue.Queue(maxsize=self.max_pending)
+        prepared: queue.Queue = queue.Queue(maxsize=1)
+        computed: queue.Queue = queue.Queue(maxsize=1)
+        idle = threading.Event()  # the compute stage waits for a batch
+        stages = [(self._read, (requests, inbox, stopped)), (self._prepare, (inbox, prepared, stopped, idle)),
+                  (self._compute, (prepared, computed, stopped, idle))]
+        for target, args in stages:
+            threading.Thread(target=lambda t=target, a=args: self._on_behalf(caller, t, a),
+                             name=f"explain-stream{target.__name__}", daemon=True).start()
+        try:
+            while True:
+                batch = take(computed, stopped)
+                if batch is _END or batch is None:
+                    return
+                with cancel.serving(caller):  # not across the yields: the handler's thread is gRPC's
+                    responses = list(self._render(batch))
+                yield from responses
+        finally:
+            stopped.set()  # the handler is done (or was abandoned): every stage stops
+
+    @staticmethod
+    def _on_behalf(caller: cancel.Caller, target, args) -> None:
+        with cancel.serving(caller):
+            target(*args)
+
+    # ---------------------------------------------------------------- stages
+
+    def _read(self, requests, inbox: queue.Queue, stopped: threading.Event) -> None:
+        try:
+            for item in requests:
+                if not give(inbox, item, stopped):
+                    return
+        except Exception:  # noqa: BLE001 - the caller cancelled or went away
+            stopped.set()
+        finally:
+            give(inbox, _END, stopped)
+
+    def _prepare(self, inbox: queue.Queue, out: queue.Queue, stopped: threading.Event, idle: threading.Event) -> None:
+        carry = None
+        while not stopped.is_set():
+            first = carry if carry is not None else take(inbox, stopped)
+            carry = None
+            if first is None:
+                return
+            if first is _END:
+                give(out, _END, stopped)
+                return
+            group, key, images = [first], spec_key(first.request), len(first.request.images)
+            while batches_well(first.request) and images < self.max_images and not stopped.is_set():
+                try:  # what is already waiting joins at once
+                    nxt = inbox.get(timeout=self.max_wait_s)
+                except queue.Empty:
+                    # Nothing came for max_wait_s. If the device waits, go with what there
+                    # is; while it computes, the batch may still fill at no cost.
+                    if idle.is_set():
+                        break
+                    continue
+                if nxt is _END or spec_key(nxt.request) != key or images + len(nxt.request.images) > self.max_images:
+                    carry = nxt
+                    break
+                group.append(nxt)
+                images += len(nxt.request.images)
+            for batch in self._decode(group):
+                if not give(out, batch, stopped):
+                    return
+
+    def _decode(self, group: list[pb.ExplainStreamRequest]) -> list[Batch]:
+        started, model = time.perf_counter(), group[0].request.model
+        try:
+            return [Batch(model, started, group, self.stages.prepare_explanation(merged(group)))]
+        except Exception as exc:  # noqa: BLE001 - one bad image, or a spec no item can have
+            if len(group) == 1:
+                return [Batch.failed(group[0], exc, started)]
+        batches = []  # whose was it? each alone, the good ones still explained (one by one)
+        for item in group:
+            try:
+                batches.append(Batch(model, started, [item], self.stages.prepare_explanation(item.request)))
+            except Exception as exc:  # noqa: BLE001
+                batches.append(Batch.failed(item, exc, started))
+        return batches
+
+    def _compute(self, inbox: queue.Queue, out: queue.Queue, stopped: threading.Event, idle: threading.Event) -> None:
+        while not stopped.is_set():
+            idle.set()
+            batch = take(inbox, stopped)
+            idle.clear()
+            if batch is None:
+                return
+            if batch is _END:
+                give(out, _END, stopped)
+                return
+            for done in self._explain(batch):
+                if not give(out, done, stopped):
+                    return
+
+    def _explain(self, batch: Batch) -> list[Batch]:
+        if batch.job is None:
+            return [batch]
+        try:
+            batch.job = self.stages.compute_explanation(batch.job)
+            return [batch]
+        except (Cancelled, DeadlineExceeded):
+            return []  # the stream's caller has gone: nothing more to explain
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory at this batch size: try each alone
+            if len(batch.items) == 1:
+                return [Batch.failed(batch.items[0], exc, batch.started)]
+        out = []
+        for item in batch.items:
+            try:
+                job = self.stages.compute_explanation(self.stages.prepare_explanation(item.request))
+                out.append(Batch(batch.model, batch.started, [item], job))
+            except Exception as exc:  # noqa: BLE001
+                out.append(Batch.failed(item, exc, batch.started))
+        return out
+
+    def _render(self, batch: Batch) -> Iterator[pb.ExplainStreamResponse]:
+        responses = list(batch.errors)
+        if batch.job is not None:
+            try:
+                response = self.stages.render_explanation(batch.job)
+            except Exception as exc:  # noqa: BLE001
+                responses += [item_error(item, exc) for item in batch.items]
+            else:
+                responses += split(batch.items, response)
+        seconds = time.perf_counter() - batch.started
+        for resp in responses:
+            self._observe(resp, batch.model, seconds)
+            yield resp
+
+    def _observe(self, resp: pb.ExplainStreamResponse, model: str, seconds: float) -> None:
+        """Each item counts like a request in the server's metrics (rpc ExplainStream)."""
+        if self.metrics is None:
+            return
+        if resp.HasField("error"):
+            code = next((c.name for c in grpc.StatusCode if c.value[0] == resp.error.code), "UNKNOWN")
+            self.metrics.observe("ExplainStream", model, code, seconds)
+        else:
+            self.metrics.observe("ExplainStream", model, "OK", seconds, resp.response.timing,
+                                 len(resp.response.explanations))
+
+
+def split(items: list[pb.ExplainStreamRequest], response: pb.ExplainResponse) -> list[pb.ExplainStreamResponse]:
+    """A batch's response cut back into one response per item, in the items' order."""
+    if len(items) == 1:
+        return [pb.ExplainStreamResponse(id=items[0].id, response=response)]
+    out, offset = [], 0
+    for item in items:
+        n = len(item.request.images)
+        part = pb.ExplainResponse(method=response.method, layers=response.layers, timing=response.timing)
+        part.explanations.extend(response.explanations[offset : offset + n])
+        offset += n
+        out.append(pb.ExplainStreamResponse(id=item.id, response=part))
+    return out
+
+
+def take(q: queue.Queue, stopped: threading.Event):
+    """The next thing from q, or None once the call has ended."""
+    while not stopped.is_set():
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+    return None
+
+
+def give(q: queue.Queue, thing, stopped: threading.Event) -> bool:
+    """Put thing on q, waiting for room; False (dropped) once the call has ended."""
+    while not stopped.is_set():
+        try:
+            q.put(thing, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
