@@ -9,7 +9,7 @@ Runs in netscope's own environment (.venv). Two subcommands:
                 inference endpoint and to a netscope server, with the same
                 callers and request counts, and print a side-by-side table
 
-The timing loop and the percentiles are netscope's own (`netscope.client.bench`
+The timing loop and the percentiles are netscope's own (`netscope.cli.bench`
 `drive` and `summarize`), so both servers are measured by the same code.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 
 from netscope.client import Client, NetscopeError
-from netscope.client.bench import BenchResult, drive, summarize
+from netscope.cli.bench import BenchResult, drive, summarize
 from netscope.v1 import inspector_pb2 as pb
 
 IMAGES = ("chelsea", "astronaut", "coffee")  # skimage.data names, all RGB photographs

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Writes what is generated from the method registry (server/explain/methods.py):
 
-- client/explain_schema.json: the methods and option schema the CLI's flags
+- cli/explain_schema.json: the methods and option schema the CLI's flags
   and --help read without starting torch;
 - the tables between `<!-- BEGIN generated: NAME -->` and
   `<!-- END generated: NAME -->` in README.md (methods, options) and
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def schema() -> dict:
     """The registry's methods and options as the committed JSON holds them."""
-    from netscope.client import explain_schema
+    from netscope.cli import explain_schema
     from netscope.client.server_info import MethodInfo, OptionSchema
     from netscope.server.explain import methods as registry
     from netscope.server.rpc import server_info
@@ -40,7 +40,7 @@ def schema() -> dict:
 
 def outputs(d: dict) -> dict[Path, str]:
     """Each generated file's expected content."""
-    from netscope.client import explain_schema
+    from netscope.cli import explain_schema
 
     methods, options = explain_schema.from_dict(d)
     blocks = {

@@ -168,10 +168,10 @@ cli_bench() {
     mkdir -p "$store"
     "$PYTHON" -c 'import cv2, skimage.data; cv2.imwrite("/tmp/chelsea.jpg", cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))' || return 1
     port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$PYTHON" -m netscope.client.cli serve --address "127.0.0.1:$port" --model "m=$CLI_MODEL" --device "$DEVICE" \
+    "$PYTHON" -m netscope.cli serve --address "127.0.0.1:$port" --model "m=$CLI_MODEL" --device "$DEVICE" \
         --store "$store" --log-level WARNING &
     server=$!
-    "$PYTHON" -m netscope.client.cli bench --server "127.0.0.1:$port" --model m --input /tmp/chelsea.jpg \
+    "$PYTHON" -m netscope.cli bench --server "127.0.0.1:$port" --model m --input /tmp/chelsea.jpg \
         --requests "$CLI_REQUESTS" --warmup "$CLI_WARMUP" --in-process --store "$store"
     rc=$?
     kill "$server" 2>/dev/null

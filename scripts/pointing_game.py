@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     import torch
 
     from netscope.client import Client
-    from netscope.client.pointing import baseline, maps, off_centre, read_boxes
+    from netscope.cli.pointing import baseline, maps, off_centre, read_boxes
     from netscope.server.explain.pointing import pointing_game
     from netscope.training import recipes
     from netscope.training.checkpoint import randomised_copy

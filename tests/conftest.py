@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from netscope.client import Client
-from netscope.client import cli
+from netscope import cli
 from netscope.server.app import ModelSpec, Server, ServerConfig
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -61,7 +61,7 @@ def free_port() -> int:
 
 def netscope_command() -> list[str]:
     script = Path(sys.executable).with_name("netscope")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "netscope.client.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "netscope.cli"]
 
 
 def test_serve_process_preloads_and_stops_gracefully_on_sigterm(tmp_path, photo_files):
@@ -173,9 +173,9 @@ def test_load_fast_path_flags_and_bad_values(run_cli, monkeypatch):
 
 
 def serve_args(*argv):
-    from netscope.client import cli
+    from netscope import cli
 
-    return cli.server_config(cli.build_parser().parse_args(["serve", *argv]))
+    return cli.serve.server_config(cli.build_parser().parse_args(["serve", *argv]))
 
 
 def test_serve_flags_and_toml_keys_for_the_fast_path(tmp_path):

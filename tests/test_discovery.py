@@ -13,8 +13,10 @@ import pytest
 import torch
 import torchvision
 
-from netscope.client import Client, NetscopeError, cli, explain_schema
-from netscope.client.option_flags import chosen_options
+from netscope import cli
+from netscope.cli import explain_schema
+from netscope.cli.option_flags import chosen_options
+from netscope.client import Client, NetscopeError
 from netscope.server.explain import methods as registry
 from netscope.server.rpc import security
 from netscope.server.app import Server, ServerConfig
@@ -150,7 +152,7 @@ def test_cli_server_info(run_cli, server):
 
 
 def test_committed_schema_is_the_registrys():
-    """The CLI's offline copy of the schema (client/explain_schema.json) is
+    """The CLI's offline copy of the schema (cli/explain_schema.json) is
     what the registry declares (regenerate: scripts/gen_schema.py)."""
     methods, options = explain_schema.load()
     assert [m.name for m in methods] == list(registry.methods())

@@ -34,7 +34,7 @@ def first_cells(table_text: str) -> list[str]:
 
 
 def test_generated_schema_and_tables_are_current():
-    """client/explain_schema.json and the tables between the `generated`
+    """cli/explain_schema.json and the tables between the `generated`
     markers are what scripts/gen_schema.py writes from the registry today."""
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_schema.py"), "--check"],
                           capture_output=True, text=True, timeout=300)

@@ -10,7 +10,9 @@ import json
 import grpc
 import pytest
 
-from netscope.client import NetscopeError, cli
+from netscope import cli
+from netscope.cli import model_flags
+from netscope.client import NetscopeError
 from netscope.server.app import ModelSpec, Server, ServerConfig
 from netscope.server.models.model_options import Batching, ModelOptions
 from netscope.v1 import inspector_pb2 as pb
@@ -107,10 +109,10 @@ def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
 def test_serve_and_load_share_one_set_of_model_flags():
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     serve, load = _flags(sub.choices["serve"]), _flags(sub.choices["load"])
-    for flag, _ in cli.MODEL_OPTION_FLAGS:
+    for flag, _ in model_flags.MODEL_OPTION_FLAGS:
         assert serve[flag] == load[flag]
     # The flags' names are the options' flat names: the TOML keys and the client's keywords.
-    assert set(cli.MODEL_OPTION_NAMES) == set(ModelOptions().flat())
+    assert set(model_flags.MODEL_OPTION_NAMES) == set(ModelOptions().flat())
 
 
 def test_toml_models_table_and_serve_flags(tmp_path, store):
@@ -119,7 +121,7 @@ def test_toml_models_table_and_serve_flags(tmp_path, store):
                     'channels_last = true\n[[models]]\nid = "u"\nsource = "squeezenet1_1"\n')
     args = cli.build_parser().parse_args(["serve", "--config", str(toml), "--max-delay-ms", "4", "--max-batch-size",
                                           "2", "--device", "cpu", "--store", str(store), "--address", "127.0.0.1:0"])
-    config = cli.server_config(args)
+    config = cli.serve.server_config(args)
     t, u = config.models
     assert t.options == ModelOptions(device="cpu", batching=Batching(6, 4.0, 0), channels_last=True)  # the table wins
     assert u.options == ModelOptions(batching=Batching(2, 4.0, 0))
@@ -136,7 +138,7 @@ def test_toml_models_table_and_serve_flags(tmp_path, store):
         srv.stop(grace=0)
     toml.write_text('[[models]]\nid = "t"\nsource = "squeezenet1_1"\nmax_batch = 6\n')
     with pytest.raises(SystemExit, match="max_batch_size"):  # an unknown key lists the known ones
-        cli.server_config(cli.build_parser().parse_args(["serve", "--config", str(toml)]))
+        cli.serve.server_config(cli.build_parser().parse_args(["serve", "--config", str(toml)]))
 
 
 def test_model_spec_and_registry_take_the_options_by_flat_name():

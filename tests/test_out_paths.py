@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from netscope.client import cli
+from netscope import cli
 
 # Commands that write files, each with the arguments it needs besides --out.
 WRITERS = {

@@ -13,7 +13,8 @@ import pytest
 import trustme
 from grpc_reflection.v1alpha import reflection_pb2
 
-from netscope.client import Client, cli
+from netscope import cli
+from netscope.client import Client
 from netscope.client.client import NetscopeError
 from netscope.server.app import ModelSpec, Server, ServerConfig
 from netscope.server.rpc.security import ConfigError, read_tokens, role_of

@@ -178,7 +178,7 @@ def test_inputs_too_small_for_the_network_say_so():
 
 
 def test_serve_flag_reaches_the_config():
-    from netscope.client import cli
+    from netscope import cli
 
     args = cli.build_parser().parse_args(["serve", "--explain-limit", "steps=2000", "--explain-limit", "memory_mb=8192"])
     assert dict(args.explain_limit) == {"steps": 2000, "memory_mb": 8192}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from netscope.client.pointing import baseline, off_centre, play, read_boxes
+from netscope.cli.pointing import baseline, off_centre, play, read_boxes
 from netscope.server.explain.methods import methods
 from netscope.training import recipes
 from netscope.training.checkpoint import randomised_copy

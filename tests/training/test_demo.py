@@ -11,7 +11,7 @@ from .conftest import TINY
 
 
 def test_existing_demo_is_served_as_is_and_is_the_serve_default(tmp_path):
-    from netscope.client.cli import default_models
+    from netscope.cli.serve import default_models
     from netscope.server.app import ServerConfig
 
     path = tmp_path / "demo.pt"

@@ -91,7 +91,7 @@ def test_resume_checks_its_out_before_resuming(in_tmp, capsys):
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
     (tmp_path / "afile").write_text("")
-    r = subprocess.run([sys.executable, "-m", "netscope.client.cli", "train", "--data", "digits", "--out", "afile/x.pt"],
+    r = subprocess.run([sys.executable, "-m", "netscope.cli", "train", "--data", "digits", "--out", "afile/x.pt"],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "--out afile/x.pt: " in r.stderr and "afile is a file, not a folder" in r.stderr

@@ -4,6 +4,7 @@ own time split."""
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,7 +15,11 @@ import numpy as np
 
 from netscope.v1 import inspector_pb2 as pb
 
-from .client import Client, NetscopeError, to_image
+from netscope.client.client import DEFAULT_SERVER, Client, NetscopeError, to_image
+
+from .connection import client_parser, connection
+from .option_flags import add_option_flags, chosen_options, option_flag
+from .output import print_json, print_table
 
 
 @dataclass
@@ -219,3 +224,68 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", bat
         for c in clients:
             c.close()
     return results
+
+
+# ---------------------------------------------------------------- the `netscope bench` command
+
+def add_commands(sub) -> None:
+    p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
+    p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
+    option_flag(p, "an option of that explanation (repeatable), e.g. batch_size=64")
+    add_option_flags(p, "explanation options, for --rpc explain")
+    p.add_argument("--batch", type=int, default=1, help="images per request")
+    p.add_argument("--concurrency", type=int, default=1, help="concurrent callers")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to run (unless --requests)")
+    p.add_argument("--requests", type=int, default=0, help="run exactly this many requests")
+    p.add_argument("--warmup", type=int, default=5, help="requests before measuring")
+    p.add_argument("--input", nargs="*", default=["random"], help="image files, or `random` (default)")
+    p.add_argument("--in-process", action="store_true",
+                   help="also run the same decode + preprocess + forward in this process, and print the ratio")
+    p.add_argument("--source", default="", help="model source for --in-process (default: the server's)")
+    p.add_argument("--store", default="models", help="model store for --in-process checkpoints")
+    p.add_argument("--device", default="", help="device of the --in-process model (default: the server's)")
+    p.add_argument("--dtype", default="", help="dtype of the --in-process model (default: the server's)")
+    p.add_argument("--in-process-batch", type=int, default=0, metavar="N",
+                   help="images per in-process request (default --batch), e.g. 64 against 64 callers of batch 1")
+    p.add_argument("--in-process-concurrency", type=int, default=0, metavar="N",
+                   help="in-process callers (default --concurrency)")
+
+
+def cmd_bench(args) -> int:
+    servers = args.servers or [DEFAULT_SERVER]
+    for flag, value, low in (("--batch", args.batch, 1), ("--concurrency", args.concurrency, 1),
+                             ("--in-process-batch", args.in_process_batch, 0),
+                             ("--in-process-concurrency", args.in_process_concurrency, 0)):
+        if value < low:
+            print(f"netscope bench: {flag} must be >= {low}; got {value}", file=sys.stderr)
+            return 2
+    results = run(servers, args.model, rpc=args.rpc, method=args.method, batch=args.batch,
+                        concurrency=args.concurrency, duration=args.duration, requests=args.requests,
+                        inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
+                        store=args.store, device=args.device, dtype=args.dtype,
+                        in_process_batch=args.in_process_batch, in_process_concurrency=args.in_process_concurrency,
+                        options=chosen_options(args), connect=connection(args))
+    if args.json:
+        print_json(results)
+        return 0
+    rows = []
+    for r in results:
+        lat = r.latency_ms or {}
+        rows.append([r.target, r.batch, r.concurrency, r.requests, f"{lat.get('p50', 0):.2f}", f"{lat.get('p90', 0):.2f}",
+                     f"{lat.get('p99', 0):.2f}", f"{lat.get('max', 0):.2f}", f"{r.requests_per_s:.1f}",
+                     f"{r.images_per_s:.1f}", ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "-"])
+    print(f"{args.rpc}{' ' + args.method if args.rpc == 'explain' else ''} on {args.model}")
+    print_table(rows, ["target", "batch", "callers", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s",
+                       "img/s", "errors"])
+    for r in results:
+        if r.server_ms:
+            split = ", ".join(f"{k} {v:.2f}" for k, v in r.server_ms.items() if k != "device_batch_size")
+            print(f"server time per request (ms): {split}; mean device batch {r.server_ms['device_batch_size']:.1f}")
+    if len(results) == 2 and results[0].latency_ms and results[1].latency_ms:
+        local, remote = results
+        if (local.batch, local.concurrency) == (remote.batch, remote.concurrency):
+            print(f"service / in-process p50: {remote.latency_ms['p50'] / local.latency_ms['p50']:.3f}x")
+        print(f"service / in-process images/s: {remote.images_per_s / local.images_per_s:.3f}x")
+    return 0

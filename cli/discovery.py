@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import sys
 
+from netscope.client.client import Client
+from netscope.client.server_info import ServerInfo
+
+from .connection import client_parser, connection
 from .explain_schema import default_text, range_text
-from .server_info import ServerInfo
+from .output import print_json, print_table
 
 
-def add_commands(sub, client_parser) -> None:
+def add_commands(sub) -> None:
     p = client_parser(sub, "methods", "the server's explanation methods and their options (--json: the whole schema)",
                       cmd_methods)
     p.add_argument("method", nargs="?", help="show this method's options in detail")
@@ -16,9 +20,6 @@ def add_commands(sub, client_parser) -> None:
 
 
 def _fetch(args) -> ServerInfo:
-    from .cli import connection
-    from .client import Client
-
     with Client(args.server, timeout=args.timeout, **connection(args)) as c:
         return c.server_info()
 
@@ -29,8 +30,6 @@ def _range(o) -> str:
 
 
 def cmd_methods(args) -> int:
-    from .cli import print_json, print_table
-
     info = _fetch(args)
     if args.method:
         try:
@@ -67,8 +66,6 @@ def _with_default(o, name: str) -> str:
 
 
 def cmd_server_info(args) -> int:
-    from .cli import print_json
-
     info = _fetch(args)
     if args.json:
         print_json(info.to_dict())

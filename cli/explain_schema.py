@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .server_info import MethodInfo, OptionSchema
+from netscope.client.server_info import MethodInfo, OptionSchema
 
 SCHEMA_FILE = Path(__file__).with_name("explain_schema.json")
 

@@ -1,0 +1,51 @@
+"""The `netscope` command: run a server, or talk to one. Each command group is
+one module of this package (serve, train, models, discovery, predict,
+inspection, explain, bench); `build_parser` asks each to add its sub-commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from netscope.client.client import NetscopeError
+from netscope.client.connection import ConnectionSettingsError
+
+from . import bench, discovery, explain, inspection, models, predict, serve, train
+from .out_folder import OutPathError
+
+# In the order `netscope --help` lists them.
+GROUPS = (serve, train, models, discovery, predict, inspection, explain, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netscope", description="Look inside torchvision image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.add_commands(sub)
+    return parser
+
+
+def print_error_details(exc: NetscopeError) -> None:
+    """What the status details add to the message: the request field at fault,
+    and the closest names when the message did not already list them."""
+    for field_name, _ in exc.field_violations:
+        print(f"  field: {field_name}", file=sys.stderr)
+    if exc.closest and "closest" not in exc.message:
+        print(f"  closest: {', '.join(exc.closest)}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except NetscopeError as exc:
+        print(f"netscope {args.command}: {exc.code.name}: {exc.message}", file=sys.stderr)
+        print_error_details(exc)
+        return 1
+    except OSError as exc:
+        print(f"netscope {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (ConnectionSettingsError, OutPathError) as exc:  # half an mTLS pair, ...; an --out that is no folder
+        print(f"netscope {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

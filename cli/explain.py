@@ -1,0 +1,160 @@
+"""`netscope explain` (a resumable job over images and folders, on one or more
+servers) and `netscope pointing` (the pointing game against known boxes)."""
+from __future__ import annotations
+
+import json
+import sys
+
+from netscope.client.client import DEFAULT_SERVER, Client
+
+from .connection import client_parser, connection
+from .option_flags import add_option_flags, chosen_options, option_flag
+from .out_folder import out_folder
+from .output import print_json, print_table
+
+
+def add_commands(sub) -> None:
+    p = client_parser(sub, "explain", "explain images or folders: overlay PNGs and an index.csv", cmd_explain, fleet=True,
+                      timeout_help="seconds a server may hold images without answering before its images "
+                                   "go to the other servers")
+    p.add_argument("inputs", nargs="+", help="image files and folders (walked recursively)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", dest="methods", action="append", metavar="METHOD",
+                   help="explanation method (repeatable: each gets OUT/METHOD/; default grad_cam)")
+    p.add_argument("--out", required=True,
+                   help="folder (created if missing) for overlays/, index.csv, index.json and summary.json; "
+                        "rerun to resume")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--target", type=lambda v: int(v) if v.lstrip("-").isdigit() else v, default=None,
+                       help="class index or label for every image (default: each image's top-1)")
+    which.add_argument("--target-from-folder", action="store_true",
+                       help="explain each image for its true class: the name of its class folder, as torchvision's "
+                            "ImageFolder reads a dataset (INPUT/CLASS/.../image); a name that is not one of the "
+                            "model's classes fails that image")
+    p.add_argument("--layer", action="append", help="layer to explain at (default: the architecture's)")
+    option_flag(p, "any other explanation option (repeatable), e.g. samples=200, seed=1, aug_smooth=true, "
+                   "noise_tunnel=smoothgrad, fem_k=1.5, kpca_kernel=rbf")
+    add_option_flags(p)
+    p.add_argument("--colormap", default="",
+                   help="overlay colormap (default: the sign's: jet for heat, bwr for all, reds/blues/greens for "
+                        "positive/negative/absolute_value)")
+    p.add_argument("--alpha", type=float, default=0.0,
+                   help="overlay opacity in [0, 1] (default 0.5 for heat; 0.8 at the strongest signed value)")
+    p.add_argument("--sign", default="", choices=["auto", "heat", "all", "positive", "negative", "absolute_value"],
+                   help="how the map's sign is drawn (default auto: heat for CAMs, all for signed attributions: "
+                        "a diverging map centred on 0 blended as an alpha mask, absolute_value for saliency)")
+    p.add_argument("--clip-percentile", type=float, default=None, metavar="PERCENT",
+                   help="signed modes: percent of the |attribution| mass that saturates the colormap, as Captum's "
+                        "outlier_perc (default 2)")
+    p.add_argument("--metrics", action="store_true",
+                   help="faithfulness metrics per image in the index, and their means per method")
+    p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")
+    p = client_parser(sub, "pointing", "pointing-game accuracy of explanation methods on images with known boxes",
+                      cmd_pointing)
+    p.add_argument("folder", help="images plus boxes.csv (netscope.training.data.export_shapes writes one)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", dest="methods", action="append", metavar="METHOD[@LAYER]",
+                   help="explanation method, optionally @layer (repeatable; default grad_cam)")
+    p.add_argument("--tolerance", type=float, default=0.0, help="a peak this many pixels from its box still hits")
+    option_flag(p, "an explanation option for every method (repeatable), e.g. samples=400")
+    add_option_flags(p, "explanation options, for every method")
+
+
+def cmd_explain(args) -> int:
+    from tqdm import tqdm
+
+    from netscope.client import jobs
+    from netscope.client.client import explain_request
+    from netscope.client.job_summary import job_summary, method_summary, table
+
+    options = chosen_options(args)
+    methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
+    out = out_folder(args.out)
+    images = jobs.find_images(args.inputs, exclude=out)
+    try:
+        labels = jobs.folder_labels(args.inputs, images) if args.target_from_folder else None
+    except ValueError as exc:
+        print(f"netscope explain: {exc}", file=sys.stderr)
+        return 2
+    per_method = []
+    first_error: dict[str, str] = {}  # status -> the first image's message
+
+    def lost(server: str, why: str, handed_back: int) -> None:
+        tqdm.write(f"netscope explain: {server} failed ({why}); {handed_back} image(s) go to the other servers",
+                   file=sys.stderr)
+
+    with tqdm(total=len(images) * len(methods), unit="img", disable=args.json or not sys.stderr.isatty()) as bar:
+        for method in methods:
+            # One method keeps the plain layout (OUT/index.csv), so its reruns resume;
+            # several get a folder each.
+            folder = out if len(methods) == 1 else out / method
+            spec = explain_request(args.model, [], method, args.target, args.layer or (), True, False,
+                                   args.colormap, args.alpha, args.metrics, 0, options, sign=args.sign,
+                                   clip_percentile=args.clip_percentile)
+            job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight,
+                                  timeout=args.timeout, on_server_lost=lost, connect=connection(args), labels=labels)
+            bar.set_description(method)
+            report = job.run(images=images, progress=bar.update)
+            if report.replaced:
+                tqdm.write(f"netscope explain: {report.replaced}", file=sys.stderr)
+            rows = job.index.export_json()
+            for row in rows:  # one message per kind of failure, shown with its count below
+                if row["status"] != "ok":
+                    first_error.setdefault(row["status"], f"{row['id']}: {row['error']}")
+            per_method.append(method_summary(method, folder.relative_to(out).as_posix(), rows, report))
+    summary = job_summary(per_method)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if args.json:
+        print_json(summary)
+    else:
+        if len(methods) > 1 or args.metrics:
+            header, rows = table(summary)
+            print_table(rows, header)
+        print(f"{summary['explained']} explained, {summary['failed']} failed, {summary['skipped']} already done "
+              f"of {summary['total']}; index: {out / ('index.csv' if len(methods) == 1 else 'METHOD/index.csv')}, "
+              f"summary: {out / 'summary.json'}")
+        for status, n in summary["errors"].items():
+            print(f"  {n} x {status}" + (f" (e.g. {first_error[status]})" if status in first_error else ""))
+    return 0 if not summary["failed"] else 3
+
+
+def cmd_pointing(args) -> int:
+    from netscope.server.explain.pointing import pointing_game
+
+    from .pointing import BASELINES, baseline, maps, off_centre, read_boxes
+
+    try:
+        images = read_boxes(args.folder)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"netscope pointing: {args.folder} needs a boxes.csv (file, class, x0, y0, x1, y1, width, height), "
+              f"as export_shapes writes: {exc}", file=sys.stderr)
+        return 2
+    hard = {i.file for i in off_centre(images)}
+    rows = []
+    for name in BASELINES:
+        rows.append({"method": name, "layer": "", "all": baseline(images, name, tolerance=args.tolerance).accuracy,
+                     "off_centre": baseline([i for i in images if i.file in hard], name,
+                                            tolerance=args.tolerance).accuracy if hard else None})
+    with Client(args.server, timeout=args.timeout, **connection(args)) as c:
+        for spec in dict.fromkeys(args.methods or ["grad_cam"]):
+            method, _, layer = spec.partition("@")
+            try:
+                heat = maps(c, args.model, images, method, layers=[layer] if layer else (), **chosen_options(args))
+            except ValueError as exc:  # maps and boxes in different frames
+                print(f"netscope pointing: {exc}", file=sys.stderr)
+                return 2
+            boxes = [i.box for i in images]
+            hard_idx = [n for n, i in enumerate(images) if i.file in hard]
+            rows.append({"method": method, "layer": layer,
+                         "all": pointing_game(heat, boxes, args.tolerance).accuracy,
+                         "off_centre": pointing_game([heat[n] for n in hard_idx], [boxes[n] for n in hard_idx],
+                                                     args.tolerance).accuracy if hard_idx else None})
+    report = {"model": args.model, "images": len(images), "off_centre_images": len(hard),
+              "tolerance": args.tolerance, "results": rows}
+    if args.json:
+        print_json(report)
+        return 0
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    print_table([[r["method"] + (f"@{r['layer']}" if r["layer"] else ""), pct(r["all"]), pct(r["off_centre"])]
+                 for r in rows], ["method", f"all ({len(images)})", f"off-centre ({len(hard)})"])
+    return 0
