@@ -170,7 +170,12 @@ class Fuzzer:
 
     @property
     def requests(self) -> int:
-        return sum(self.counts.values())
+        """Calls made (an ExplainStream is one, however many items it carries)."""
+        return sum(n for (rpc, _), n in self.counts.items() if not rpc.endswith(".item"))
+
+    @property
+    def stream_items(self) -> int:
+        return sum(n for (rpc, _), n in self.counts.items() if rpc.endswith(".item"))
 
     def _violate(self, kind: str, rpc: str, code, message: str, request) -> None:
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
