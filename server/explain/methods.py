@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -120,6 +121,7 @@ _METHODS: dict[str, MethodSpec] = {}
 _IMPLEMENTATIONS = ("cams", "attributions")
 _PACKAGES = ("cam_methods",)
 _loaded = False
+_load_lock = threading.RLock()  # re-entrant: an implementation asking the registry on import cannot deadlock
 
 
 def register_option(spec: OptionSpec) -> OptionSpec:
@@ -157,17 +159,23 @@ def register_method(*, name: str, family: str, description: str, source: str, op
 
 
 def _load() -> None:
-    """Import every implementation once, so their declarations have run."""
+    """Import every implementation once, so their declarations have run.
+    Thread-safe: the server's first concurrent requests all wait for the
+    whole registry (marked loaded only when every import is done; before,
+    a second caller saw a half-filled registry and got "unknown method")."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for mod in _IMPLEMENTATIONS:
-        importlib.import_module(f"{__package__}.{mod}")
-    for pkg in _PACKAGES:
-        package = importlib.import_module(f"{__package__}.{pkg}")
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+    with _load_lock:
+        if _loaded:
+            return
+        for mod in _IMPLEMENTATIONS:
+            importlib.import_module(f"{__package__}.{mod}")
+        for pkg in _PACKAGES:
+            package = importlib.import_module(f"{__package__}.{pkg}")
+            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+                importlib.import_module(f"{package.__name__}.{info.name}")
+        _loaded = True
 
 
 def methods() -> dict[str, MethodSpec]:
