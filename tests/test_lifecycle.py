@@ -110,7 +110,8 @@ def test_netscope_checkpoint_brings_labels_and_preprocessing(client, store):
     model = torchvision.models.resnet18(num_classes=3).eval()
     torch.save({"format": "netscope-checkpoint", "format_version": 1, "arch": "resnet18", "num_classes": 3,
                 "class_names": ["circle", "square", "star"],
-                "preprocessing": {"resize": 72, "crop": [64, 64], "mean": [0.5] * 3, "std": [0.25] * 3},
+                "preprocessing": {"resize": 72, "crop": [64, 64], "mean": [0.5] * 3, "std": [0.25] * 3,
+                                  "interpolation": "bilinear", "channels": 3},
                 "model_state_dict": model.state_dict()}, store / "shapes-r18.pt")
     info = client.load_model("c", "shapes-r18")
     try:

@@ -51,11 +51,31 @@ def test_nan_weights_are_refused_at_load(client, store):
     state = torchvision.models.resnet18(num_classes=3).state_dict()
     state["fc.weight"][0, 0] = float("nan")
     torch.save({"format": "netscope-checkpoint", "format_version": 1, "arch": "resnet18", "num_classes": 3,
-                "class_names": ["a", "b", "c"], "model_state_dict": state}, store / "edges-nan.pt")
+                "class_names": ["a", "b", "c"], "preprocessing": {"resize": 72, "crop": [64, 64], "mean": [0.5] * 3,
+                                                                  "std": [0.25] * 3, "interpolation": "bilinear",
+                                                                  "channels": 3},
+                "model_state_dict": state}, store / "edges-nan.pt")
     err = failure(lambda: client.load_model("nan", "edges-nan"))
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.reason == "NON_FINITE_MODEL"
     assert "'fc.weight'" in err.message and err.metadata["parameter"] == "fc.weight"
     assert "nan" not in [m.model for m in client.list_models()]
+
+
+def test_checkpoint_format_is_checked_by_the_training_module(client, store):
+    """The registry reads checkpoints through training/checkpoint.py (the one format): a netscope
+    checkpoint of another version, or missing a key, is refused saying what is wrong."""
+    model = torchvision.models.resnet18(num_classes=2)
+    base = {"format": "netscope-checkpoint", "format_version": 1, "arch": "resnet18", "num_classes": 2,
+            "class_names": ["a", "b"], "preprocessing": {"resize": 72, "crop": [64, 64], "mean": [0.5] * 3,
+                                                          "std": [0.25] * 3, "interpolation": "bilinear",
+                                                          "channels": 3},
+            "model_state_dict": model.state_dict()}
+    for name, change, words in [("edges-v9", {"format_version": 9}, "format version 9"),
+                                ("edges-names", {"class_names": ["a"]}, "1 class names for 2 classes")]:
+        torch.save({**base, **change}, store / f"{name}.pt")
+        err = failure(lambda: client.load_model("fmt", name))
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.reason == "CHECKPOINT_INVALID", err
+        assert words in err.message and str(store.resolve()) not in err.message, err.message
 
 
 def test_listing_keeps_only_loadable_files_inside_the_store(client, store, tmp_path):

@@ -23,6 +23,11 @@ from ..errors import InvalidArgument, shown
 
 # Decoded images above this many pixels are refused (decompression bombs).
 DEFAULT_MAX_PIXELS = 64_000_000
+# A preprocessed float image may hold at most this many times the model
+# input's pixels (and never more than max_pixels): a forward pass's
+# activations grow with them, and 16x (896x896 for a 224x224 model) is well
+# past any resolution a classifier is run at on purpose.
+FLOAT_IMAGE_FACTOR = 16
 # While the shorter-side resize stays within this many times the crop's
 # pixels, the whole image is resized (exactly OpenCV's result); beyond (an
 # extreme aspect ratio enlarged), only the crop's window is resampled, so no

@@ -20,13 +20,15 @@ import torch
 import torchvision
 from torch import nn
 
+from netscope.training.checkpoint import CheckpointError, is_netscope_checkpoint, validate
+
 from . import compiled, transfer
 from ..runtime import torch_thread
 from ..runtime.batching import Batcher
 from .compiled import CompiledForward
-from ..rpc.convert import FLOAT_IMAGE_FACTOR
 from ..errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest, closest_metadata,
                      shown)
+from .. import imaging
 from ..imaging import Preprocessing
 from .input_size import min_input_size
 from .model_options import (DTYPES, MAX_BATCH_SIZE, MAX_DELAY_MS, Batching, ModelOptions,  # noqa: F401 (re-exported)
@@ -195,12 +197,12 @@ class LoadedModel:
         # The summary is a forward pass at this size: bound it as float images are
         # (16x the model input's pixels), not by a fixed 4096x4096 (over 3 GiB).
         _, h0, w0 = self.input_size
-        limit = FLOAT_IMAGE_FACTOR * h0 * w0
+        limit = imaging.FLOAT_IMAGE_FACTOR * h0 * w0
         if input_size[1] * input_size[2] > limit:
             side = int(limit ** 0.5)
             raise InvalidArgument(
                 f"input_size {list(input_size)[:3]} is over this model's limit of {limit} pixels "
-                f"({FLOAT_IMAGE_FACTOR}x its {h0}x{w0} input, e.g. {side}x{side})",
+                f"({imaging.FLOAT_IMAGE_FACTOR}x its {h0}x{w0} input, e.g. {side}x{side})",
                 reason="INPUT_SIZE_TOO_LARGE", field="input_size", metadata={"limit": str(limit)})
         try:
             return summarize(self.module, tuple(input_size), self.device, self.dtype)
@@ -483,8 +485,12 @@ class Registry:
             text = self.private(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]
             raise InvalidArgument(f"checkpoint {shown(name)} could not be read safely: {text}",
                                   reason="CHECKPOINT_UNREADABLE", field="source") from None
-        if isinstance(obj, dict) and "model_state_dict" in obj and "arch" in obj:
-            return self._from_netscope_checkpoint(model_id, name, obj)
+        if is_netscope_checkpoint(obj):
+            try:  # the one format: training/checkpoint.py writes it and says what a valid one holds
+                ckpt = validate(obj, f"checkpoint {shown(name)}")
+            except CheckpointError as exc:
+                raise InvalidArgument(self.private(str(exc)), reason="CHECKPOINT_INVALID", field="source") from None
+            return self._from_netscope_checkpoint(model_id, name, ckpt)
         if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             if not arch:
                 raise InvalidArgument(f"{shown(name)} is a plain state_dict: give its architecture (arch) and num_classes",

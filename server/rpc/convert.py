@@ -64,11 +64,6 @@ def tensor_to_proto(t) -> pb.Tensor:
 
 # A tensor may have at most this many dimensions (images use 2 or 3).
 MAX_TENSOR_DIMS = 8
-# A preprocessed float image may hold at most this many times the model
-# input's pixels (and never more than max_pixels): a forward pass's
-# activations grow with them, and 16x (896x896 for a 224x224 model) is well
-# past any resolution a classifier is run at on purpose.
-FLOAT_IMAGE_FACTOR = 16
 
 
 def proto_to_numpy(msg: pb.Tensor, what: str = "tensor", field: str = "") -> np.ndarray:
@@ -146,7 +141,7 @@ def check_float_size(height: int, width: int, recipe: Preprocessing, max_pixels:
                      index: int) -> None:
     """A preprocessed (C, H, W) float image the model can run on: H and W at
     least `min_size` (the smallest input the model runs on, probed at load),
-    H x W at most FLOAT_IMAGE_FACTOR times the model input and max_pixels.
+    H x W at most imaging.FLOAT_IMAGE_FACTOR times the model input and max_pixels.
     Raises InvalidArgument naming the size that would work."""
     field = f"images[{index}]"
     ch, cw = recipe.crop
@@ -155,11 +150,11 @@ def check_float_size(height: int, width: int, recipe: Preprocessing, max_pixels:
             f"image {index}: a float tensor of {height}x{width} is smaller than this model runs on; H and W must be "
             f"at least {min_size} (its input is {ch}x{cw})", reason="IMAGE_TOO_SMALL", field=field,
             metadata={"min_size": str(min_size)})
-    limit = min(max_pixels, FLOAT_IMAGE_FACTOR * ch * cw)
+    limit = min(max_pixels, imaging.FLOAT_IMAGE_FACTOR * ch * cw)
     if height * width > limit:
         raise InvalidArgument(
             f"image {index}: a float tensor of {height}x{width} = {height * width} pixels is over the limit of {limit} "
-            f"for this model ({FLOAT_IMAGE_FACTOR}x its {ch}x{cw} input, at most the server's max_pixels); "
+            f"for this model ({imaging.FLOAT_IMAGE_FACTOR}x its {ch}x{cw} input, at most the server's max_pixels); "
             "resize it, or send the encoded image", reason="IMAGE_TOO_LARGE", field=field,
             metadata={"limit": str(limit)})
 

@@ -183,7 +183,7 @@ def test_wrong_kind_of_layer_or_argument_is_invalid_argument(client, insp, batch
     expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.feature_maps(insp, x, "conv1", grid=True, colormap="plaid"),
            "unknown colormap")
     expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.layer_stats(insp, "fc", images=x, target="class99"),
-           "'class99' is not one of the model's classes")
+           "no class labelled 'class99'")
     expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.layer_stats(insp, "fc", images=x, labels=[1]),
            "1 labels for 2 images")
     expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.layer_stats(insp, "fc", images=x, target=10), "out of range")
