@@ -167,7 +167,7 @@ class InProcess:
         self.answer = self.service.predict_response if rpc == "predict" else self.service.explain_response
 
     def __call__(self):
-        from netscope.server.errors import NetscopeError as ServerError
+        from netscope.server.errors import ServerError
 
         try:
             return self.answer(self.request).timing

@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from .errors import NetscopeError
+from .errors import ServerError
 from .explain import Ceilings
 from .rpc.convert import DEFAULT_DECODE_THREADS
 from .imaging import DEFAULT_MAX_PIXELS
@@ -205,7 +205,7 @@ def serve(config: ServerConfig, exit_watchdog: bool = True) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         server.start()
-    except NetscopeError as exc:
+    except ServerError as exc:
         log.error("could not load a startup model: %s", exc)
         server.stop(0)
         return 2

@@ -15,7 +15,7 @@ import torch
 from google.rpc import error_details_pb2, status_pb2
 
 
-class NetscopeError(Exception):
+class ServerError(Exception):
     """Base of every error a client should see with a specific status.
 
     Beside the message, an error carries what the status details report
@@ -35,43 +35,43 @@ class NetscopeError(Exception):
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
 
 
-class NotFound(NetscopeError):
+class NotFound(ServerError):
     code = grpc.StatusCode.NOT_FOUND
 
 
-class InvalidArgument(NetscopeError):
+class InvalidArgument(ServerError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class FailedPrecondition(NetscopeError):
+class FailedPrecondition(ServerError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class ResourceExhausted(NetscopeError):
+class ResourceExhausted(ServerError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class AlreadyExists(NetscopeError):
+class AlreadyExists(ServerError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
-class Unavailable(NetscopeError):
+class Unavailable(ServerError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class Cancelled(NetscopeError):
+class Cancelled(ServerError):
     code = grpc.StatusCode.CANCELLED
 
 
-class DeadlineExceeded(NetscopeError):
+class DeadlineExceeded(ServerError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class Unauthenticated(NetscopeError):
+class Unauthenticated(ServerError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
-class PermissionDenied(NetscopeError):
+class PermissionDenied(ServerError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -119,7 +119,7 @@ def closest_metadata(name: str, candidates, n: int = 5) -> dict[str, str]:
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client gets for `exc` (the message cut to
     MAX_MESSAGE_CHARS, so it always fits the trailers)."""
-    if isinstance(exc, NetscopeError):
+    if isinstance(exc, ServerError):
         code, message = exc.code, str(exc)
     elif isinstance(exc, torch.cuda.OutOfMemoryError):
         code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, f"device out of memory: {first_line(exc)}; send a smaller batch"
@@ -139,7 +139,7 @@ def host_oom(exc: BaseException) -> bool:
 
 def reason_of(exc: BaseException) -> str:
     """ErrorInfo.reason for `exc`: the error's own, else a fixed word per kind."""
-    if isinstance(exc, NetscopeError):
+    if isinstance(exc, ServerError):
         return exc.reason
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return "DEVICE_OUT_OF_MEMORY"

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_status import rpc_status
 
-from ..errors import NetscopeError, PermissionDenied, Unauthenticated, rich_status
+from ..errors import ServerError, PermissionDenied, Unauthenticated, rich_status
 
 log = logging.getLogger("netscope.security")
 
@@ -156,7 +156,7 @@ class TokenAuth(grpc.ServerInterceptor):
         return _refusal(handler, error)
 
 
-def _refusal(handler: grpc.RpcMethodHandler, error: NetscopeError) -> grpc.RpcMethodHandler:
+def _refusal(handler: grpc.RpcMethodHandler, error: ServerError) -> grpc.RpcMethodHandler:
     """A handler of the same streaming kind as `handler` that only aborts with
     `error`, its google.rpc.Status details in the trailers as any other error's."""
     status = rpc_status.to_status(rich_status(error))

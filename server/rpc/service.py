@@ -19,7 +19,7 @@ from . import convert, server_info
 from .. import explain, inspection
 from ..explain import faithfulness
 from ..models import predict
-from ..errors import NetscopeError, code_of, rich_status
+from ..errors import ServerError, code_of, rich_status
 from .string_caps import check_strings
 from ..imaging import DEFAULT_MAX_PIXELS
 from .metrics import Metrics
@@ -118,7 +118,7 @@ def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
 def default_cam_layer(m: LoadedModel) -> str:
     try:
         return explain.default_layer(m.module, m.arch)
-    except NetscopeError:
+    except ServerError:
         return ""
 
 

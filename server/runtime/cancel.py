@@ -28,7 +28,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from ..errors import Cancelled, DeadlineExceeded, NetscopeError
+from ..errors import Cancelled, DeadlineExceeded, ServerError
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ class Caller:
         self.what = what
         self._started = time.monotonic()
 
-    def gone(self) -> NetscopeError | None:
+    def gone(self) -> ServerError | None:
         now = None
         if self.deadline is not None:
             now = time.monotonic()
@@ -83,7 +83,7 @@ class AnyOf:
     def __init__(self, callers: Iterable[Caller | AnyOf | None]):
         self.callers = list(callers)
 
-    def gone(self) -> NetscopeError | None:
+    def gone(self) -> ServerError | None:
         first = None
         for c in self.callers:
             if c is None:
