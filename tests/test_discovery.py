@@ -160,6 +160,20 @@ def test_committed_schema_is_the_registrys():
         (s.name, s.type, s.default, s.description) for s in registry.options().values()]
 
 
+def test_registry_order_does_not_depend_on_import_order():
+    """The committed schema is in the registry's order however a process first reaches it
+    (a test suite that imports attributions before cams once saw Captum's methods first)."""
+    import subprocess
+    import sys
+
+    code = ("import netscope.server.explain.attributions\n"
+            "from netscope.server.explain import methods\n"
+            "print(','.join(methods.methods()), ','.join(methods.options()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    methods, options = explain_schema.load()
+    assert out == [",".join(m.name for m in methods), ",".join(o.name for o in options)]
+
+
 def test_every_option_has_a_flag_with_its_help(capsys):
     parser = cli.build_parser()
     for command in (["explain"], ["pointing"], ["bench"]):

@@ -35,6 +35,9 @@ import torch
 from torch import nn
 
 from . import methods
+# Imported here, first, so the registry's order (CAMs, then Captum, then cam_methods/)
+# is the same whichever of its modules a caller happens to import first.
+from . import cams, attributions  # noqa: F401
 from ..runtime import torch_thread
 from .maps import first_component, normalize, too_small, upsample  # noqa: F401 (part of this module's interface)
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
