@@ -171,3 +171,12 @@ def test_model_info_input_size_is_bounded_by_the_model_input(client):
     assert err.field_violations[0][0] == "input_size" and err.metadata["limit"] == str(16 * 224 * 224)
     assert "896x896" in err.message
     assert client.model_info("mnv3", input_size=(3, 896, 896)).input_size == [3, 896, 896]
+
+
+@pytest.mark.parametrize("source", ["\x00", "a\x00b.pt"])
+def test_a_source_with_a_nul_byte_is_invalid_argument(client, source):
+    """Found by the long fuzz run: a NUL in LoadModel's source reached the
+    file system calls, whose ValueError answered INTERNAL."""
+    err = failure(lambda: client.load_model("nul", source))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.reason == "CHECKPOINT_NAME", err
+    assert err.field_violations[0][0] == "source"

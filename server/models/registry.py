@@ -447,9 +447,11 @@ class Registry:
 
     def checkpoint_path(self, name: str) -> Path:
         """The file a checkpoint name means, refusing names that leave the store."""
-        if not name or os.path.isabs(name) or name.startswith("~") or ".." in Path(name).parts or "\\" in name:
+        # A NUL byte can be in no file name (the OS calls raise ValueError on it).
+        if (not name or os.path.isabs(name) or name.startswith("~") or ".." in Path(name).parts or "\\" in name
+                or "\x00" in name):
             raise InvalidArgument(f"checkpoint name {shown(name)} must be a relative path inside the model store, "
-                                  "without '..'", reason="CHECKPOINT_NAME", field="source")
+                                  "without '..' or NUL", reason="CHECKPOINT_NAME", field="source")
         root = self.store.resolve()
         candidates = [root / name] + [root / (name + s) for s in CHECKPOINT_SUFFIXES if not name.endswith(s)]
         for path in candidates:
