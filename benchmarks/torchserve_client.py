@@ -151,7 +151,7 @@ class InProcessCaller:
 
     def __call__(self):
         image = self.images[next(self.turn) % len(self.images)]
-        x = self.convert.images_to_batch([image], self.model.recipe, max_pixels=self.max_pixels, max_batch=2)
+        x = self.convert.images_to_batch([image], self.model.recipe, max_pixels=self.max_pixels, max_images=2)
         self.predict.predict(self.model, x, 5)
 
 

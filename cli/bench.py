@@ -18,6 +18,7 @@ from netscope.v1 import inspector_pb2 as pb
 from netscope.client.client import DEFAULT_SERVER, Client, NetscopeError, to_image
 
 from .connection import client_parser, connection
+from .deprecated import add_renamed_flag
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .output import print_json, print_table
 
@@ -26,7 +27,7 @@ from .output import print_json, print_table
 class BenchResult:
     target: str
     rpc: str
-    batch: int
+    images_per_request: int
     concurrency: int
     requests: int
     seconds: float
@@ -51,14 +52,14 @@ def load_inputs(spec: list[str], size: int = 224) -> list[pb.Image]:
     return [to_image(Path(p)) for p in spec]
 
 
-def summarize(target, rpc, batch, concurrency, latencies, seconds, errors, timings) -> BenchResult:
+def summarize(target, rpc, images_per_request, concurrency, latencies, seconds, errors, timings) -> BenchResult:
     lat = np.asarray(latencies) * 1e3
-    res = BenchResult(target, rpc, batch, concurrency, len(latencies), seconds, errors=dict(errors))
+    res = BenchResult(target, rpc, images_per_request, concurrency, len(latencies), seconds, errors=dict(errors))
     if len(lat):
         res.latency_ms = {"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
                           "p99": float(np.percentile(lat, 99)), "max": float(lat.max()), "mean": float(lat.mean())}
         res.requests_per_s = len(lat) / seconds
-        res.images_per_s = len(lat) * batch / seconds
+        res.images_per_s = len(lat) * images_per_request / seconds
     if timings:
         res.server_ms = {k: float(np.mean([getattr(t, f"{k}_ms") for t in timings]))
                          for k in ("queue", "preprocess", "compute", "postprocess")}
@@ -162,7 +163,7 @@ class InProcess:
                            channels_last=spec.channels_last, compile=spec.compile,
                            compile_batch_sizes=spec.compile_batch_sizes, device_decode=spec.device_decode,
                            pin_memory=spec.pin_memory)
-        self.service = InspectorService(self.registry, Limits(max_batch=max(256, len(images))))
+        self.service = InspectorService(self.registry, Limits(max_images=max(256, len(images))))
         self.request = make_request(model_id, rpc, images, method, options)
         self.answer = self.service.predict_response if rpc == "predict" else self.service.explain_response
 
@@ -179,19 +180,19 @@ class InProcess:
         self.service.close()
 
 
-def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", batch=1, concurrency=1,
+def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", images_per_request=1, concurrency=1,
         duration=10.0, requests=0, inputs=(), warmup=5, in_process=False, source="", store="models",
-        device="", dtype="", in_process_batch=0, in_process_concurrency=0, options=None,
+        device="", dtype="", in_process_images_per_request=0, in_process_concurrency=0, options=None,
         connect=None) -> list[BenchResult]:
     """Benchmark each way asked for; with in_process, the in-process run comes
     first in the list and the server run after, from the same inputs. The
     in-process model is loaded as the server's is (GetModelInfo), on `device`
-    as `dtype` when given; it may run its own batch size and number of
-    callers (e.g. one caller with batch 64 against 64 callers of batch 1).
+    as `dtype` when given; it may run its own images per request and number
+    of callers (e.g. one caller of 64 images against 64 callers of one).
     `connect`: Client keywords for every server (tls, root_certificates,
     client_cert, client_key, token, server_name_override)."""
     pool = load_inputs(list(inputs))
-    images = [pool[i % len(pool)] for i in range(batch)]
+    images = [pool[i % len(pool)] for i in range(images_per_request)]
     results = []
     clients = [Client(s, timeout=300, **(connect or {})) for s in servers]
     try:
@@ -202,20 +203,21 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", bat
             spec = InProcessModel.of(clients[0].model_info(model))
             spec.source = source or spec.source
             spec.device, spec.dtype = device or spec.device, dtype or spec.dtype
-            local_batch, local_callers = in_process_batch or batch, in_process_concurrency or concurrency
-            local_images = [pool[i % len(pool)] for i in range(local_batch)]
+            local_n = in_process_images_per_request or images_per_request
+            local_callers = in_process_concurrency or concurrency
+            local_images = [pool[i % len(pool)] for i in range(local_n)]
             local = InProcess(model, spec, store, rpc, local_images, method, options)
             try:
                 lat, secs, errs, timings = drive(local, concurrency=local_callers, duration=duration,
                                                  requests=requests, warmup=warmup)
             finally:
                 local.close()
-            results.append(summarize("in-process", rpc, local_batch, local_callers, lat, secs, errs, timings))
+            results.append(summarize("in-process", rpc, local_n, local_callers, lat, secs, errs, timings))
             results[-1].model = asdict(spec)
         call = rpc_caller(clients, model, rpc, images, method, options)
         lat, secs, errs, timings = drive(call, concurrency=concurrency, duration=duration, requests=requests,
                                          warmup=warmup)
-        results.append(summarize(",".join(servers), rpc, batch, concurrency, lat, secs, errs, timings))
+        results.append(summarize(",".join(servers), rpc, images_per_request, concurrency, lat, secs, errs, timings))
         results[-1].model = asdict(served)
         if rpc == "explain":
             for r in results:
@@ -235,7 +237,8 @@ def add_commands(sub) -> None:
     p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
     option_flag(p, "an option of that explanation (repeatable), e.g. batch_size=64")
     add_option_flags(p, "explanation options, for --rpc explain")
-    p.add_argument("--batch", type=int, default=1, help="images per request")
+    p.add_argument("--images-per-request", type=int, default=1, metavar="N", help="images in each request")
+    add_renamed_flag(p, "--batch", "--images-per-request", type=int, why="images in each request")
     p.add_argument("--concurrency", type=int, default=1, help="concurrent callers")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (unless --requests)")
     p.add_argument("--requests", type=int, default=0, help="run exactly this many requests")
@@ -247,25 +250,30 @@ def add_commands(sub) -> None:
     p.add_argument("--store", default="models", help="model store for --in-process checkpoints")
     p.add_argument("--device", default="", help="device of the --in-process model (default: the server's)")
     p.add_argument("--dtype", default="", help="dtype of the --in-process model (default: the server's)")
-    p.add_argument("--in-process-batch", type=int, default=0, metavar="N",
-                   help="images per in-process request (default --batch), e.g. 64 against 64 callers of batch 1")
+    p.add_argument("--in-process-images-per-request", type=int, default=0, metavar="N",
+                   help="images in each in-process request (default --images-per-request), e.g. 64 against 64 "
+                        "callers of one image")
+    add_renamed_flag(p, "--in-process-batch", "--in-process-images-per-request", type=int,
+                     why="images in each in-process request")
     p.add_argument("--in-process-concurrency", type=int, default=0, metavar="N",
                    help="in-process callers (default --concurrency)")
 
 
 def cmd_bench(args) -> int:
     servers = args.servers or [DEFAULT_SERVER]
-    for flag, value, low in (("--batch", args.batch, 1), ("--concurrency", args.concurrency, 1),
-                             ("--in-process-batch", args.in_process_batch, 0),
+    for flag, value, low in (("--images-per-request", args.images_per_request, 1),
+                             ("--concurrency", args.concurrency, 1),
+                             ("--in-process-images-per-request", args.in_process_images_per_request, 0),
                              ("--in-process-concurrency", args.in_process_concurrency, 0)):
         if value < low:
             print(f"netscope bench: {flag} must be >= {low}; got {value}", file=sys.stderr)
             return 2
-    results = run(servers, args.model, rpc=args.rpc, method=args.method, batch=args.batch,
+    results = run(servers, args.model, rpc=args.rpc, method=args.method, images_per_request=args.images_per_request,
                         concurrency=args.concurrency, duration=args.duration, requests=args.requests,
                         inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
                         store=args.store, device=args.device, dtype=args.dtype,
-                        in_process_batch=args.in_process_batch, in_process_concurrency=args.in_process_concurrency,
+                        in_process_images_per_request=args.in_process_images_per_request,
+                        in_process_concurrency=args.in_process_concurrency,
                         options=chosen_options(args), connect=connection(args))
     if args.json:
         print_json(results)
@@ -273,11 +281,11 @@ def cmd_bench(args) -> int:
     rows = []
     for r in results:
         lat = r.latency_ms or {}
-        rows.append([r.target, r.batch, r.concurrency, r.requests, f"{lat.get('p50', 0):.2f}", f"{lat.get('p90', 0):.2f}",
-                     f"{lat.get('p99', 0):.2f}", f"{lat.get('max', 0):.2f}", f"{r.requests_per_s:.1f}",
+        rows.append([r.target, r.images_per_request, r.concurrency, r.requests, f"{lat.get('p50', 0):.2f}",
+                     f"{lat.get('p90', 0):.2f}", f"{lat.get('p99', 0):.2f}", f"{lat.get('max', 0):.2f}", f"{r.requests_per_s:.1f}",
                      f"{r.images_per_s:.1f}", ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "-"])
     print(f"{args.rpc}{' ' + args.method if args.rpc == 'explain' else ''} on {args.model}")
-    print_table(rows, ["target", "batch", "callers", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s",
+    print_table(rows, ["target", "images/req", "callers", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s",
                        "img/s", "errors"])
     for r in results:
         if r.server_ms:
@@ -285,7 +293,7 @@ def cmd_bench(args) -> int:
             print(f"server time per request (ms): {split}; mean device batch {r.server_ms['device_batch_size']:.1f}")
     if len(results) == 2 and results[0].latency_ms and results[1].latency_ms:
         local, remote = results
-        if (local.batch, local.concurrency) == (remote.batch, remote.concurrency):
+        if (local.images_per_request, local.concurrency) == (remote.images_per_request, remote.concurrency):
             print(f"service / in-process p50: {remote.latency_ms['p50'] / local.latency_ms['p50']:.3f}x")
         print(f"service / in-process images/s: {remote.images_per_s / local.images_per_s:.3f}x")
     return 0

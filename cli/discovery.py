@@ -81,7 +81,7 @@ def cmd_server_info(args) -> int:
     print(f"colormaps: {', '.join(info.colormaps)}")
     lim = info.limits
     print(f"limits: {lim.max_message_bytes / 2**20:g} MiB per message, {lim.max_pixels:,} pixels per image, "
-          f"{lim.max_batch} images per request, {lim.stream_batch} per ExplainStream device batch")
+          f"{lim.max_images} images per request, {lim.stream_batch} per ExplainStream device batch")
     print("explanation limits: " + ", ".join(f"{k} {v}" for k, v in lim.explain.items()))
     print(f"methods: {len(info.methods)} (default {info.default_method}; `netscope methods` lists them)")
     print(f"models: {', '.join(info.models) or 'none loaded'}")

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .deprecated import add_renamed_flag, warn_renamed
 from .model_flags import SERVER_WIDE_OPTIONS, add_model_options, model_options
 
 
@@ -22,7 +23,8 @@ def add_commands(sub) -> None:
     p.add_argument("--workers", type=int, help="RPC worker threads (default 16)")
     p.add_argument("--max-message-mb", type=int, help="largest request/response in MiB (default 64)")
     p.add_argument("--max-pixels", type=int, help="largest decoded image in pixels")
-    p.add_argument("--max-batch", type=int, help="most images in one request (default 256)")
+    p.add_argument("--max-images", type=int, help="most images in one request (default 256)")
+    add_renamed_flag(p, "--max-batch", "--max-images", type=int, why="images in one request")
     p.add_argument("--stream-batch", type=int, help="most images per device batch on ExplainStream (default 32)")
     p.add_argument("--allow-download", action="store_true", default=None,
                    help="let LoadModel download pretrained weights that are not in the local torch cache")
@@ -83,6 +85,7 @@ def server_config(args):
             values = tomllib.loads(args.config.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"netscope serve: cannot read {args.config}: {exc}")
+        rename_keys(values, args.config)
     per_model = {k: v for k, v in model_options(args).items() if k not in SERVER_WIDE_OPTIONS}
     models = []
     for table in values.pop("models", []):
@@ -118,6 +121,21 @@ def server_config(args):
     check_security(config)  # before the demo model trains for a minute
     config.models = models or [m.with_options(**per_model) for m in default_models(config)]
     return config
+
+
+# Config keys renamed, old -> new; the old ones are read (with a warning) for one release.
+RENAMED_KEYS = {"max_batch": "max_images"}
+
+
+def rename_keys(values: dict, path) -> None:
+    """Move the deprecated top-level keys of a config file to their new names,
+    warning; SystemExit when a file sets both the old and the new name."""
+    for old, new in RENAMED_KEYS.items():
+        if old in values:
+            if new in values:
+                raise SystemExit(f"netscope serve: {path} sets both {old} and {new}; keep only {new}")
+            warn_renamed("netscope serve", f"the key {old} in {path}", new, "images in one request")
+            values[new] = values.pop(old)
 
 
 def check_security(config) -> None:

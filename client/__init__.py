@@ -1,5 +1,5 @@
 """netscope client: the typed Python client library, its data classes and the
-batch-job fan-out (netscope.client.jobs). It imports neither the server nor
+job fan-out (netscope.client.jobs). It imports neither the server nor
 torch; the `netscope` command is netscope.cli."""
 from .client import (
     ClassScore,

@@ -5,6 +5,7 @@ of the client (the `methods` and `server-info` commands) reads these.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,9 +35,16 @@ class Device:
 class Limits:
     max_message_bytes: int  # largest request or response, bytes
     max_pixels: int  # per decoded image
-    max_batch: int  # images per request
+    max_images: int  # images in one request
     stream_batch: int  # images per device batch on ExplainStream
     explain: dict[str, int]  # explanation ceilings by name ("steps", "samples", "top_k", "memory_mb", ...)
+
+    @property
+    def max_batch(self) -> int:
+        """Deprecated name of `max_images` (a "batch" is the device batch now); goes in the next release."""
+        warnings.warn("Limits.max_batch is deprecated; use Limits.max_images (images in one request)",
+                      DeprecationWarning, stacklevel=2)
+        return self.max_images
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ class ServerInfo:
             build=Build(b.git_commit, b.python, b.torch, b.torchvision, b.captum, b.grpc, b.cuda),
             devices=[Device(d.name, d.description, d.total_memory_bytes, tuple(d.capability)) for d in m.devices],
             dtypes=list(m.dtypes), colormaps=list(m.colormaps),
-            limits=Limits(m.limits.max_message_bytes, m.limits.max_pixels, m.limits.max_batch,
+            limits=Limits(m.limits.max_message_bytes, m.limits.max_pixels, m.limits.max_images,
                           m.limits.stream_batch, dict(sorted(m.limits.explain.items()))),
             methods=[MethodInfo(x.name, x.family, x.description, x.source, tuple(x.needs), x.cost, x.draws_noise,
                                 x.may_batch, x.signed, tuple(x.options)) for x in m.methods],

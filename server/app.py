@@ -78,7 +78,7 @@ class ServerConfig:
     workers: int = 16
     max_message_mb: int = 64
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_batch: int = 256
+    max_images: int = 256  # images in one request (TOML key max_batch: deprecated alias)
     stream_batch: int = 32  # images per device batch on ExplainStream
     allow_download: bool = False
     grace_s: float = 30.0
@@ -117,7 +117,7 @@ class Server:
         )
         if config.decode_threads < 0:
             raise ValueError(f"decode_threads must be >= 0 (0 or 1: decode serially); got {config.decode_threads}")
-        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_batch, limit,
+        self.service = InspectorService(self.registry, Limits(config.max_pixels, config.max_images, limit,
                                                               config.stream_batch,
                                                               Ceilings().with_overrides(config.explain_limits)),
                                         decode_threads=config.decode_threads)

@@ -45,7 +45,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(store):
     config = ServerConfig(address="127.0.0.1:0", models=SESSION_MODELS, store=str(store), device="cpu",
-                          workers=16, max_pixels=MAX_PIXELS, max_batch=64, grace_s=5)
+                          workers=16, max_pixels=MAX_PIXELS, max_images=64, grace_s=5)
     srv = Server(config).start()
     yield srv
     srv.stop(grace=1)

@@ -127,27 +127,32 @@ def test_bench_in_process_runs_the_same_explanation(run_cli, photo_files):
     assert local["errors"] == remote["errors"] == {"INVALID_ARGUMENT": 2}
 
 
-def test_bench_in_process_batch_device_and_dtype(run_cli, client, photo_files):
+def test_bench_in_process_images_per_request_device_and_dtype(run_cli, client, photo_files):
     client.load_model("mnv3bench", "mobilenet_v3_small", max_batch_size=4, max_delay_ms=100)
     try:
         code, out, err = run_cli("bench", "--model", "mnv3bench", "--requests", "8", "--warmup", "0",
-                                 "--concurrency", "4", "--in-process", "--in-process-batch", "4",
+                                 "--concurrency", "4", "--in-process", "--in-process-images-per-request", "4",
                                  "--in-process-concurrency", "1", "--dtype", "bfloat16", "--device", "cpu",
                                  "--input", str(photo_files["chelsea"]), "--json")
         assert code == 0, err
         local, remote = json.loads(out)
-        assert (local["batch"], local["concurrency"], local["requests"]) == (4, 1, 8)
-        assert local["server_ms"]["device_batch_size"] == 4  # one caller's batch of 4 is a full device batch
+        assert (local["images_per_request"], local["concurrency"], local["requests"]) == (4, 1, 8)
+        assert local["server_ms"]["device_batch_size"] == 4  # one caller's 4 images are a full device batch
         assert local["model"]["dtype"] == "bfloat16" and remote["model"]["dtype"] == "float32"
         assert local["model"]["batching"]["max_batch_size"] == 4  # otherwise loaded as the server's
-        assert (remote["batch"], remote["concurrency"]) == (1, 4) and not remote["errors"]
-        code, out, _ = run_cli("bench", "--model", "mnv3bench", "--requests", "4", "--warmup", "0", "--concurrency",
-                               "4", "--in-process", "--in-process-batch", "4", "--in-process-concurrency", "1")
+        assert (remote["images_per_request"], remote["concurrency"]) == (1, 4) and not remote["errors"]
+        # The old name still works for one release, with a warning naming the new one.
+        code, out, err = run_cli("bench", "--model", "mnv3bench", "--requests", "4", "--warmup", "0", "--concurrency",
+                                 "4", "--in-process", "--in-process-batch", "4", "--in-process-concurrency", "1")
         assert code == 0 and "service / in-process images/s" in out and "p50:" not in out
+        assert "--in-process-batch is deprecated" in err and "use --in-process-images-per-request" in err
+        assert "images/req" in out
     finally:
         client.unload_model("mnv3bench")
-    code, _, err = run_cli("bench", "--model", "mnv3", "--batch", "0")
-    assert code == 2 and "--batch must be >= 1" in err
+    code, _, err = run_cli("bench", "--model", "mnv3", "--images-per-request", "0")
+    assert code == 2 and "--images-per-request must be >= 1" in err
+    code, _, err = run_cli("bench", "--model", "mnv3", "--batch", "0")  # not taken for --batch-size (an option)
+    assert code == 2 and "--batch is deprecated" in err and "--images-per-request must be >= 1" in err
 
 
 def test_load_fast_path_flags_and_bad_values(run_cli, monkeypatch):

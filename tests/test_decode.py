@@ -97,20 +97,20 @@ def test_a_decode_pool_gives_the_same_batch_and_names_the_bad_image(photos):
               [("chelsea", ".jpg"), ("astronaut", ".png"), ("coffee", ".jpg"), ("rocket", ".bmp")]]
     r = Preprocessing()
     with ThreadPoolExecutor(4) as pool:
-        serial = convert.images_to_batch(images, r, max_pixels=MAX_PIXELS, max_batch=8)
-        pooled = convert.images_to_batch(images, r, max_pixels=MAX_PIXELS, max_batch=8, pool=pool)
+        serial = convert.images_to_batch(images, r, max_pixels=MAX_PIXELS, max_images=8)
+        pooled = convert.images_to_batch(images, r, max_pixels=MAX_PIXELS, max_images=8, pool=pool)
         assert torch.equal(serial, pooled)
         broken = images[:2] + [pb.Image(encoded=b"\x89PNG broken")] + images[3:]
         with pytest.raises(InvalidArgument, match="image 2: could not decode"):
-            convert.images_to_batch(broken, r, max_pixels=MAX_PIXELS, max_batch=8, pool=pool)
+            convert.images_to_batch(broken, r, max_pixels=MAX_PIXELS, max_images=8, pool=pool)
 
 
 def test_mixed_request_on_the_device_path_keeps_order(photos):
     r = Preprocessing()
     images = [pb.Image(encoded=encode(photos["chelsea"])), pb.Image(encoded=encode(photos["coffee"], ".png")),
               pb.Image(encoded=with_exif_orientation(photos["rocket"], 8)), pb.Image(encoded=encode(photos["rocket"]))]
-    want = convert.images_to_batch(images, r, max_pixels=MAX_PIXELS, max_batch=8)
-    got = convert.images_to_batch(images, r, max_pixels=MAX_PIXELS, max_batch=8, device=torch.device("cpu"))
+    want = convert.images_to_batch(images, r, max_pixels=MAX_PIXELS, max_images=8)
+    got = convert.images_to_batch(images, r, max_pixels=MAX_PIXELS, max_images=8, device=torch.device("cpu"))
     std = torch.tensor(r.std)[None, :, None, None]
     assert float(((got - want).abs() * std * 255).max()) <= 1.0 + 1e-3
 

@@ -48,8 +48,8 @@ def check_against_registry(info, limits) -> None:
         assert o.methods == tuple(n for n, m in specs.items() if o.name in m.options)
     assert info.default_method == registry.DEFAULT_METHOD
     lim = info.limits
-    assert (lim.max_message_bytes, lim.max_pixels, lim.max_batch, lim.stream_batch) == (
-        limits.max_message_bytes, limits.max_pixels, limits.max_batch, limits.stream_batch)
+    assert (lim.max_message_bytes, lim.max_pixels, lim.max_images, lim.stream_batch) == (
+        limits.max_message_bytes, limits.max_pixels, limits.max_images, limits.stream_batch)
     assert lim.explain == {f.name: getattr(limits.explain, f.name) for f in fields(limits.explain)}
 
 
@@ -73,7 +73,7 @@ def test_server_info_from_the_client(client, server):
 
 def test_a_servers_own_limits_are_reported(tmp_path):
     """Not the defaults: what this server was started with."""
-    config = ServerConfig(address="127.0.0.1:0", store=str(tmp_path), device="cpu", workers=2, max_batch=5,
+    config = ServerConfig(address="127.0.0.1:0", store=str(tmp_path), device="cpu", workers=2, max_images=5,
                           max_pixels=123_456, stream_batch=3, max_message_mb=7, grace_s=1,
                           explain_limits={"steps": 7, "samples": 11, "memory_mb": 99})
     srv = Server(config).start()
@@ -81,7 +81,9 @@ def test_a_servers_own_limits_are_reported(tmp_path):
         with Client(srv.address, timeout=30) as c:
             info = c.server_info()
         assert info.models == []
-        assert (info.limits.max_batch, info.limits.max_pixels, info.limits.stream_batch) == (5, 123_456, 3)
+        assert (info.limits.max_images, info.limits.max_pixels, info.limits.stream_batch) == (5, 123_456, 3)
+        with pytest.warns(DeprecationWarning, match="use Limits.max_images"):
+            assert info.limits.max_batch == 5  # the old name, for one release
         assert info.limits.max_message_bytes == 7 * 2**20
         assert info.limits.explain["steps"] == 7 and info.limits.explain["memory_mb"] == 99
         if "steps" in registry.options():
@@ -89,6 +91,30 @@ def test_a_servers_own_limits_are_reported(tmp_path):
         check_against_registry(info, srv.service.limits)
     finally:
         srv.stop(0)
+
+
+def test_serve_max_images_and_its_deprecated_names(tmp_path, capsys):
+    """--max-images (images in one request) beside --max-batch-size (the device batch of dynamic batching);
+    the old --max-batch and TOML key max_batch still set it, with a warning naming the new name."""
+    parser = cli.build_parser()
+    serve = ["serve", "--model", "m=resnet18", "--store", str(tmp_path)]
+    config = cli.serve.server_config(parser.parse_args([*serve, "--max-images", "9", "--max-batch-size", "4"]))
+    assert config.max_images == 9 and config.models[0].options.batching.max_batch_size == 4
+    assert "deprecated" not in capsys.readouterr().err
+    config = cli.serve.server_config(parser.parse_args([*serve, "--max-batch", "7"]))
+    assert config.max_images == 7 and config.models[0].options.batching.max_batch_size == 1  # the default: off
+    assert "--max-batch is deprecated" in capsys.readouterr().err
+    toml = tmp_path / "serve.toml"
+    toml.write_text("max_batch = 6\n")
+    config = cli.serve.server_config(parser.parse_args([*serve, "--config", str(toml)]))
+    assert config.max_images == 6
+    err = capsys.readouterr().err
+    assert "max_batch" in err and "deprecated" in err and "use max_images" in err
+    toml.write_text("max_batch = 6\nmax_images = 8\n")
+    with pytest.raises(SystemExit, match="keep only max_images"):
+        cli.serve.server_config(parser.parse_args([*serve, "--config", str(toml)]))
+    help_text = parser._subparsers._group_actions[0].choices["serve"].format_help()
+    assert "--max-images" in help_text and "--max-batch " not in help_text and "--max-batch\n" not in help_text
 
 
 def test_a_read_token_may_ask(tmp_path):
@@ -124,7 +150,7 @@ def test_cli_methods_table_and_json(run_cli, client, server):
     methods, options = explain_schema.from_dict(d)
     info = client.server_info()
     assert methods == info.methods and options == info.options
-    assert d["limits"]["max_batch"] == server.service.limits.max_batch
+    assert d["limits"]["max_images"] == server.service.limits.max_images
 
 
 def test_cli_one_method(run_cli):
@@ -144,7 +170,7 @@ def test_cli_server_info(run_cli, server):
     assert f"netscope {metadata.version('netscope')}" in out and f"torch {torch.__version__}" in out
     assert "devices: cpu" in out and "r18" in out
     limits = server.service.limits
-    assert f"{limits.max_batch} images per request" in out and f"steps {limits.explain.steps}" in out
+    assert f"{limits.max_images} images per request" in out and f"steps {limits.explain.steps}" in out
     code, out, err = run_cli("server-info", "--json")
     assert code == 0, err
     d = json.loads(out)
@@ -192,7 +218,7 @@ def test_option_flags_are_typed_by_the_schema(capsys):
                               "--baseline", "blur", "--option", "seed=3"])
     assert chosen_options(args) == {"steps": 4, "aug_smooth": True, "baseline": "blur", "seed": 3}
     args = parser.parse_args(["bench", "--model", "m", "--rpc", "explain", "--batch-size", "8"])
-    assert chosen_options(args) == {"batch_size": 8} and args.batch == 1
+    assert chosen_options(args) == {"batch_size": 8} and args.images_per_request == 1
     for bad in (["--steps", "ten"], ["--baseline", "plaid"], ["--aug-smooth", "maybe"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["explain", "x.jpg", "--model", "m", "--out", "o", *bad])

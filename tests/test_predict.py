@@ -131,8 +131,20 @@ def test_undecodable_image_names_its_index(client, photos):
            lambda: client.predict("r18", [photos["rocket"], b"not an image at all"]), "image 1", "decode")
 
 
-def test_empty_batch(client):
-    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.predict("r18", []), "empty batch")
+def test_empty_request(client):
+    err = expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.predict("r18", []), "no images in the request")
+    assert [f for f, _ in err.field_violations] == ["images"]
+
+
+def test_too_many_images_in_one_request_says_the_limit(client):
+    """The session server takes 64 images a request (ServerConfig.max_images); the message speaks of
+    images in a request, not of a "batch" (that is the device batch)."""
+    images = np.zeros((65, 3, 32, 32), np.float32)  # a 4-D array: 65 images
+    err = expect(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: client.predict("r18", images),
+                 "65 images in one request", "limit of 64", "requests of at most 64")
+    assert "batch" not in err.message
+    assert (err.reason, err.metadata.get("limit")) == ("TOO_MANY_IMAGES", "64")
+    assert [f for f, _ in err.field_violations] == ["images"]
 
 
 @pytest.mark.parametrize("k", [-1, 1001])

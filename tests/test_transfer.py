@@ -30,7 +30,7 @@ def test_on_the_cpu_pinning_changes_nothing(store, photos):
     m = Registry(store).load("pin-cpu", "squeezenet1_1", device="cpu", pin_memory=True, channels_last=True)
     try:
         assert m.pin_memory and not m.pinned  # asked for, but there is nothing to pin for
-        x = InspectorService(Registry(store), decode_threads=1).batch(m, [pb.Image(encoded=encode(photos["coffee"]))])
+        x = InspectorService(Registry(store), decode_threads=1).preprocess(m, [pb.Image(encoded=encode(photos["coffee"]))])
         assert not x.is_pinned()
         moved = m.to_device(x)
         assert torch.equal(moved, x) and moved.is_contiguous(memory_format=torch.channels_last)
@@ -46,15 +46,15 @@ def test_pinned_batches_and_one_copy_per_batch(store, photos):
     plain = service.registry.load("pin-off", "squeezenet1_1", device="cuda", pin_memory=False)
     try:
         assert pinned.pinned and not plain.pinned
-        x = service.batch(pinned, images)
-        assert x.is_pinned() and not service.batch(plain, images).is_pinned()
+        x = service.preprocess(pinned, images)
+        assert x.is_pinned() and not service.preprocess(plain, images).is_pinned()
         assert transfer.cat([x, x], pin=True).is_pinned()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             logits = pinned.infer(x)
             torch.cuda.synchronize()
         copies = [e for e in prof.events() if "Memcpy HtoD" in e.name]
         assert len(copies) == 1, [e.name for e in copies]
-        torch.testing.assert_close(logits, plain.infer(service.batch(plain, images)))
+        torch.testing.assert_close(logits, plain.infer(service.preprocess(plain, images)))
     finally:
         for m in ("pin-on", "pin-off"):
             service.registry.unload(m)

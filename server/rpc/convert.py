@@ -160,11 +160,13 @@ def check_float_size(height: int, width: int, recipe: Preprocessing, max_pixels:
 
 
 def images_to_batch(images: Sequence[pb.Image], recipe: Preprocessing, *, max_pixels: int,
-                    max_batch: int, pool: Executor | None = None, device: torch.device | None = None,
+                    max_images: int, pool: Executor | None = None, device: torch.device | None = None,
                     pin: bool = False, min_size: int = 1) -> torch.Tensor:
-    """Decode and preprocess a request's images into one (N, C, H, W) float32 batch.
+    """Decode and preprocess a request's images into one (N, C, H, W) float32 tensor.
 
-    pool: decode the images in it (else one after the other, here). device:
+    max_images: the most images one request may carry (ResourceExhausted,
+    reason TOO_MANY_IMAGES, above it; InvalidArgument for none). pool:
+    decode the images in it (else one after the other, here). device:
     decode the JPEGs there with torchvision (device_decode.py) and return the
     batch there; the other images go the OpenCV way and join them in one copy.
     pin: assemble the host batch in pinned memory (CUDA models). min_size:
@@ -172,9 +174,11 @@ def images_to_batch(images: Sequence[pb.Image], recipe: Preprocessing, *, max_pi
     LoadedModel.min_input_size). Errors name the offending image's index."""
     n = len(images)
     if n == 0:
-        raise InvalidArgument("empty batch: send at least one image")
-    if n > max_batch:
-        raise ResourceExhausted(f"batch of {n} images is over the server's limit of {max_batch} per request; split it")
+        raise InvalidArgument("no images in the request: send at least one image", field="images")
+    if n > max_images:
+        raise ResourceExhausted(f"{n} images in one request is over the server's limit of {max_images}; split them "
+                                f"into requests of at most {max_images}", reason="TOO_MANY_IMAGES", field="images",
+                                metadata={"limit": str(max_images)})
     on_device: dict[int, torch.Tensor] = {}
     if device is not None:
         jpegs = {i: im.encoded for i, im in enumerate(images) if im.WhichOneof("source") == "encoded"}
@@ -426,7 +430,7 @@ def server_info_to_proto(info) -> pb.ServerInfo:
                                capability=list(d.capability)) for d in info.devices],
         dtypes=info.dtypes, colormaps=info.colormaps,
         limits=pb.ServerLimits(max_message_bytes=lim.max_message_bytes, max_pixels=lim.max_pixels,
-                               max_batch=lim.max_batch, stream_batch=lim.stream_batch, explain=lim.explain),
+                               max_images=lim.max_images, stream_batch=lim.stream_batch, explain=lim.explain),
         methods=[pb.MethodInfo(name=m.name, family=m.family, description=m.description, source=m.source,
                                needs=m.needs, cost=m.cost, draws_noise=m.draws_noise, may_batch=m.may_batch,
                                signed=m.signed, options=m.options) for m in info.methods],

@@ -49,7 +49,7 @@ class Device:
 class LimitsInfo:
     max_message_bytes: int
     max_pixels: int
-    max_batch: int  # images per request
+    max_images: int  # images in one request
     stream_batch: int  # images per ExplainStream device batch
     explain: dict[str, int]  # the explanation ceilings by name (serve --explain-limit NAME=N)
 
@@ -109,7 +109,7 @@ def gather(registry: Registry, limits) -> ServerInfo:
     return ServerInfo(
         version=version(), build=build(), devices=devices(), dtypes=list(DTYPES), colormaps=list(COLORMAPS),
         limits=LimitsInfo(max_message_bytes=int(limits.max_message_bytes), max_pixels=int(limits.max_pixels),
-                          max_batch=int(limits.max_batch), stream_batch=int(limits.stream_batch), explain=ceilings),
+                          max_images=int(limits.max_images), stream_batch=int(limits.stream_batch), explain=ceilings),
         methods=[method_info(m) for m in specs],
         options=[option_info(o, specs, ceilings) for o in _specs(method_registry.options())],
         models=[m.id for m in registry.list()],

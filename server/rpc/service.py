@@ -34,7 +34,7 @@ log = logging.getLogger("netscope.service")
 @dataclass
 class Limits:
     max_pixels: int = DEFAULT_MAX_PIXELS   # per decoded image
-    max_batch: int = 256                   # images per request
+    max_images: int = 256                  # images in one request (a device batch is something else)
     max_message_bytes: int = 64 * 1024 * 1024
     stream_batch: int = 32                 # images per device batch on ExplainStream
     explain: explain.Ceilings = field(default_factory=explain.Ceilings)  # per-option ceilings, working memory
@@ -129,14 +129,14 @@ class InspectorService(pb_grpc.InspectorServicer):
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics(registry.list)
         self.decoder = convert.decode_pool(decode_threads)
-        self.stream = ExplainStream(self, max_images=min(self.limits.stream_batch, self.limits.max_batch),
+        self.stream = ExplainStream(self, stream_batch=min(self.limits.stream_batch, self.limits.max_images),
                                     metrics=self.metrics)
 
-    def batch(self, m: LoadedModel, images):
-        """A request's images as one preprocessed batch, the way the model asked
+    def preprocess(self, m: LoadedModel, images):
+        """A request's images as one preprocessed (N, C, H, W) tensor, the way the model asked
         for them (decoded on its device, in pinned memory)."""
         return convert.images_to_batch(images, m.recipe, max_pixels=self.limits.max_pixels,
-                                       max_batch=self.limits.max_batch, pool=self.decoder,
+                                       max_images=self.limits.max_images, pool=self.decoder,
                                        device=m.device if m.device_decode else None, pin=m.pinned,
                                        min_size=m.min_input_size)
 
@@ -180,7 +180,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         """Predict without gRPC around it (the RPC, and `netscope bench --in-process`)."""
         m = self.registry.get(request.model)
         clock = Clock()
-        x = self.batch(m, request.images)
+        x = self.preprocess(m, request.images)
         clock.lap("preprocess")
         results, run = predict.predict(m, x, request.top_k, request.return_probabilities)
         clock.lap("compute")
@@ -203,7 +203,7 @@ class InspectorService(pb_grpc.InspectorServicer):
     def GetFeatureMaps(self, request, context):
         m = self.registry.get(request.model)
         clock = Clock()
-        x = self.batch(m, request.images)
+        x = self.preprocess(m, request.images)
         grid = convert.grid_spec(request.grid) if request.grid.render else None
         clock.lap("preprocess")
         images = m.run(lambda: inspection.feature_maps(m.module, m.to_device(x), list(request.layers),
@@ -235,7 +235,7 @@ class InspectorService(pb_grpc.InspectorServicer):
     def GetLayerStats(self, request, context):
         m = self.registry.get(request.model)
         clock = Clock()
-        x = self.batch(m, request.images) if request.images else None
+        x = self.preprocess(m, request.images) if request.images else None
         target = convert.target_class(request.target, m.class_names) if request.HasField("target") else None
         clock.lap("preprocess")
         result = m.run(lambda: inspection.layer_stats(m.module, list(request.layers), bins=request.bins,
@@ -281,7 +281,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         # options, ceilings, targets, layers, rendering, then (once the
         # batch's size is known) working memory and the answer's size.
         checked = self.check_explanation(m, request, len(request.images), m.input_size)
-        x = self.batch(m, request.images)
+        x = self.preprocess(m, request.images)
         checked = self.check_explanation(m, request, x.shape[0], tuple(x.shape[1:]))
         self.check_explanation_cost(m, request, checked, tuple(x.shape[1:]))
         clock.lap("preprocess")

@@ -1,4 +1,4 @@
-"""ExplainStream: a batch job over one bidirectional stream.
+"""ExplainStream: a job of many items over one bidirectional stream.
 
 A reader thread takes the caller's items as they come (a bounded inbox, so
 gRPC flow control slows a fast sender instead of the server buffering a whole
@@ -131,10 +131,10 @@ class Batch:
 
 
 class ExplainStream:
-    def __init__(self, stages: Stages, *, max_images: int = 32, max_wait_s: float = 0.005, max_pending: int = 64,
+    def __init__(self, stages: Stages, *, stream_batch: int = 32, max_wait_s: float = 0.005, max_pending: int = 64,
                  metrics=None):
         self.stages = stages
-        self.max_images = max_images
+        self.stream_batch = stream_batch  # most images in one device batch (serve --stream-batch)
         self.max_wait_s = max_wait_s
         self.max_pending = max_pending
         self.metrics = metrics
@@ -190,7 +190,7 @@ class ExplainStream:
                 give(out, _END, stopped)
                 return
             group, key, images = [first], spec_key(first.request), len(first.request.images)
-            while batches_well(first.request) and images < self.max_images and not stopped.is_set():
+            while batches_well(first.request) and images < self.stream_batch and not stopped.is_set():
                 try:  # what is already waiting joins at once
                     nxt = inbox.get(timeout=self.max_wait_s)
                 except queue.Empty:
@@ -199,7 +199,7 @@ class ExplainStream:
                     if idle.is_set():
                         break
                     continue
-                if nxt is _END or spec_key(nxt.request) != key or images + len(nxt.request.images) > self.max_images:
+                if nxt is _END or spec_key(nxt.request) != key or images + len(nxt.request.images) > self.stream_batch:
                     carry = nxt
                     break
                 group.append(nxt)

@@ -112,7 +112,7 @@ def batching_server(store):
     spec = ModelSpec("bench-batched", ARCH, device=DEVICE.type, max_batch_size=CALLERS, max_delay_ms=DELAY_MS,
                      max_queue=4 * CALLERS)
     srv = Server(ServerConfig(address="127.0.0.1:0", models=[spec], store=str(store), workers=CALLERS + 4,
-                              max_batch=max(256, CALLERS))).start()
+                              max_images=max(256, CALLERS))).start()
     with Client(srv.address, timeout=300) as c:
         c.wait_ready()
         yield srv, c
@@ -151,7 +151,7 @@ def test_decode_pool(benchmark, jpegs, variant):
     r = Preprocessing()
     with ThreadPoolExecutor(convert.DEFAULT_DECODE_THREADS) as pool:
         label(benchmark, "decode_pool", variant, images=len(jpegs), threads=convert.DEFAULT_DECODE_THREADS)
-        x = benchmark(convert.images_to_batch, jpegs, r, max_pixels=DEFAULT_MAX_PIXELS, max_batch=len(jpegs),
+        x = benchmark(convert.images_to_batch, jpegs, r, max_pixels=DEFAULT_MAX_PIXELS, max_images=len(jpegs),
                       pool=pool if variant == "on" else None)
     assert x.shape == (len(jpegs), 3, 224, 224)
 
@@ -163,9 +163,9 @@ def test_device_decode(benchmark, jpegs, variant):
     with ThreadPoolExecutor(convert.DEFAULT_DECODE_THREADS) as pool:
         def work():
             if variant == "on":
-                return sync(convert.images_to_batch(jpegs, r, max_pixels=DEFAULT_MAX_PIXELS, max_batch=len(jpegs),
+                return sync(convert.images_to_batch(jpegs, r, max_pixels=DEFAULT_MAX_PIXELS, max_images=len(jpegs),
                                                     pool=pool, device=DEVICE))
-            x = convert.images_to_batch(jpegs, r, max_pixels=DEFAULT_MAX_PIXELS, max_batch=len(jpegs), pool=pool,
+            x = convert.images_to_batch(jpegs, r, max_pixels=DEFAULT_MAX_PIXELS, max_images=len(jpegs), pool=pool,
                                         pin=transfer.can_pin(DEVICE))
             return sync(x.to(DEVICE, non_blocking=x.is_pinned()))
 

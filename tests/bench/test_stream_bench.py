@@ -60,7 +60,7 @@ def jpegs():
 @pytest.fixture(scope="module")
 def bench_server(tmp_path_factory):
     config = ServerConfig(address="127.0.0.1:0", models=[ModelSpec("r18", "resnet18", device=DEVICE)],
-                          store=str(tmp_path_factory.mktemp("store")), stream_batch=BATCH, max_batch=max(BATCH, 64))
+                          store=str(tmp_path_factory.mktemp("store")), stream_batch=BATCH, max_images=max(BATCH, 64))
     srv = Server(config).start()
     yield srv
     srv.stop(grace=1)
@@ -81,7 +81,7 @@ def test_grad_cam_in_process(benchmark, bench_server, jpegs):
     def run():
         for i in range(0, len(jpegs), BATCH):
             images = [pb.Image(encoded=j) for j in jpegs[i : i + BATCH]]
-            x = convert.images_to_batch(images, m.recipe, max_pixels=DEFAULT_MAX_PIXELS, max_batch=BATCH)
+            x = convert.images_to_batch(images, m.recipe, max_pixels=DEFAULT_MAX_PIXELS, max_images=BATCH)
             result = m.run(lambda: explain(m.module, m.to_device(x), "grad_cam", arch=m.arch,
                                            class_names=m.class_names))
             if OVERLAY:

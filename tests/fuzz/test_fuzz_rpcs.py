@@ -66,7 +66,7 @@ def quick(n: int):
 def fuzz(tmp_path_factory):
     store = tmp_path_factory.mktemp("fuzz-store")
     log = os.environ.get("NETSCOPE_FUZZ_LOG") or str(tmp_path_factory.mktemp("fuzz-log") / "server.log")
-    config = {"models": MODELS, "device": "cpu", "store": str(store), "max_pixels": MAX_PIXELS, "max_batch": 8,
+    config = {"models": MODELS, "device": "cpu", "store": str(store), "max_pixels": MAX_PIXELS, "max_images": 8,
               "workers": 8, "grace_s": 2,
               # The tiny model: a checkpoint with its own 32-pixel recipe, 10 classes;
               # every method costs milliseconds on it.

@@ -167,7 +167,7 @@ def test_undecodable_image_is_invalid_argument(client, insp, pngs):
            "image 1", "could not decode")
     expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.layer_stats(insp, "fc", images=[b"\x89PNG broken"]),
            "image 0")
-    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.feature_maps(insp, [], "fc"), "empty batch")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: client.feature_maps(insp, [], "fc"), "no images")
     still_serves(client)
 
 

@@ -747,7 +747,7 @@ class DeviceInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., total_memory_bytes: _Optional[int] = ..., capability: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_pixels", "max_batch", "stream_batch", "explain")
+    __slots__ = ("max_message_bytes", "max_pixels", "max_images", "stream_batch", "explain")
     class ExplainEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -757,15 +757,15 @@ class ServerLimits(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
-    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
     STREAM_BATCH_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_pixels: int
-    max_batch: int
+    max_images: int
     stream_batch: int
     explain: _containers.ScalarMap[str, int]
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_batch: _Optional[int] = ..., stream_batch: _Optional[int] = ..., explain: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_images: _Optional[int] = ..., stream_batch: _Optional[int] = ..., explain: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class OptionSchema(_message.Message):
     __slots__ = ("name", "type", "default", "minimum", "ceiling", "ceiling_value", "choices", "description", "methods", "minimum_exclusive", "within_input", "requires")

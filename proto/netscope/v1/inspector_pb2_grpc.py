@@ -153,7 +153,7 @@ class InspectorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExplainStream(self, request_iterator, context):
-        """Batch jobs: send items tagged with your own ids; results come back tagged
+        """Jobs: send items tagged with your own ids; results come back tagged
         with them as they finish (not necessarily in send order). A failing item
         gets its error in its response; the stream goes on.
         """
