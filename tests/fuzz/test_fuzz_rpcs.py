@@ -282,7 +282,7 @@ def test_still_serving_and_memory_bounded(fuzz):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # the suite's 600 s per test cut the first long run short
-@pytest.mark.skipif(not os.environ.get("NETSCOPE_FUZZ_LONG"), reason="10,000 requests (~15 min); NETSCOPE_FUZZ_LONG=1")
+@pytest.mark.skipif(not os.environ.get("NETSCOPE_FUZZ_LONG"), reason="10,000 cases (~6 min on 2 cores); NETSCOPE_FUZZ_LONG=1")
 def test_long_mixed_run(fuzz):
     """Every kind at once, NETSCOPE_FUZZ_LONG_REQUESTS (10,000) of them."""
     n = int(os.environ.get("NETSCOPE_FUZZ_LONG_REQUESTS", "10000"))
