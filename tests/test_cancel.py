@@ -9,6 +9,7 @@ the same test from a short calibration run, never a fixed number of seconds.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import grpc
@@ -39,6 +40,22 @@ def follow_up(stub) -> float:
     start = time.monotonic()
     stub.Explain(pb.ExplainRequest(model="mnv3", method="grad_cam", images=[image(64, seed=1)]), timeout=300)
     return time.monotonic() - start
+
+
+LONG_S = 30  # how long the uncancelled work should take, whatever the machine's speed
+
+
+def side_for(per_image_s: float, n: int, side: int, max_side: int) -> int:
+    """The image side at which n images cost about LONG_S, given that one at `side`
+    costs per_image_s (the work grows with the pixels): calibration sizes the work,
+    so a fast idle machine still has enough of it to tell a stop from an end."""
+    scale = (LONG_S / max(n * per_image_s, 1e-3)) ** 0.5
+    return int(min(max_side, max(side, side * scale)))
+
+
+def calls_for(per_call_s: float) -> int:
+    """How many equal calls, queued one behind the other, make about LONG_S of work."""
+    return max(2, math.ceil(LONG_S / max(per_call_s, 1e-3)))
 
 
 def timed(call) -> float:
@@ -137,15 +154,17 @@ def test_a_dropped_explain_stream_stops_its_torch_work(client, ig_s_per_step, r1
 
 def test_faithfulness_metrics_stop_with_their_caller(client, r18):
     """The metrics run after the maps, chunk by chunk, one class map at a time."""
-    def request(n):
-        return pb.ExplainRequest(model="r18", method="grad_cam", images=[image(64, seed=i) for i in range(n)],
+    def request(n, size=64):
+        return pb.ExplainRequest(model="r18", method="grad_cam", images=[image(size, seed=i) for i in range(n)],
                                  target=pb.Target(top_k=4), options=pb.ExplainOptions(faithfulness=True))
 
     client.stub.Explain(request(1), timeout=300)  # warm
-    estimate = 16 * timed(lambda: client.stub.Explain(request(1), timeout=300))  # 64 maps
+    # 16 images x 4 classes of maps at the input's size must fit the message limit: at most 224 px.
+    size = side_for(timed(lambda: client.stub.Explain(request(1), timeout=300)), 16, 64, 224)
+    estimate = 16 * timed(lambda: client.stub.Explain(request(1, size), timeout=300))  # 64 maps
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
-        client.stub.Explain(request(16), timeout=max(1.0, estimate / 8))
+        client.stub.Explain(request(16, size), timeout=max(1.0, estimate / 8))
     let_go = time.monotonic()
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert_stopped_early(client.stub, estimate, started, let_go, "faithfulness metrics")
@@ -160,13 +179,16 @@ def feature_maps(n: int) -> pb.FeatureMapsRequest:
 
 def test_feature_maps_stop_with_their_caller(client, r18):
     client.stub.GetFeatureMaps(feature_maps(1), timeout=300)  # warm
-    estimate = 16 * timed(lambda: client.stub.GetFeatureMaps(feature_maps(4), timeout=300))  # 64 images
+    per_call = 16 * timed(lambda: client.stub.GetFeatureMaps(feature_maps(4), timeout=300))  # 64 images
+    n = calls_for(per_call)  # one runs, the rest queue behind it and must never start
+    estimate = n * per_call
     started = time.monotonic()
-    future = client.stub.GetFeatureMaps.future(feature_maps(64), timeout=300)
-    time.sleep(max(0.5, estimate / 10))
-    future.cancel()
+    futures = [client.stub.GetFeatureMaps.future(feature_maps(64), timeout=300) for _ in range(n)]
+    time.sleep(max(0.5, per_call / 10))
+    for f in futures:
+        f.cancel()
     let_go = time.monotonic()
-    assert_stopped_early(client.stub, estimate, started, let_go, "feature maps")
+    assert_stopped_early(client.stub, estimate, started, let_go, f"{n} feature-maps calls")
     left_clean(r18)
 
 
@@ -175,16 +197,17 @@ def test_layer_stats_stop_with_their_caller(client, r18):
         return pb.LayerStatsRequest(model="r18", images=[image(seed=i) for i in range(n)], bins=4096)
 
     client.stub.GetLayerStats(stats(1), timeout=300)  # warm
-    estimate = 16 * timed(lambda: client.stub.GetLayerStats(stats(4), timeout=300))  # 64 images
-    # Two in a row: the second, queued behind the first, must never start.
+    per_call = 16 * timed(lambda: client.stub.GetLayerStats(stats(4), timeout=300))  # 64 images
+    n = calls_for(per_call)  # in a row: those queued behind the first must never start
+    estimate = n * per_call
     started = time.monotonic()
-    futures = [client.stub.GetLayerStats.future(stats(64), timeout=max(0.5, estimate / 20)) for _ in range(2)]
+    futures = [client.stub.GetLayerStats.future(stats(64), timeout=max(0.5, per_call / 10)) for _ in range(n)]
     for f in futures:
         with pytest.raises(grpc.RpcError) as err:
             f.result()
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     let_go = time.monotonic()
-    assert_stopped_early(client.stub, 2 * estimate, started, let_go, "two layer-stats calls")
+    assert_stopped_early(client.stub, estimate, started, let_go, f"{n} layer-stats calls")
     left_clean(r18)
 
 
