@@ -8,6 +8,7 @@ import sys
 from netscope.client.client import DEFAULT_SERVER, Client
 
 from .connection import client_parser, connection
+from . import explain_schema
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .out_folder import out_folder
 from .output import print_json, print_table
@@ -60,6 +61,25 @@ def add_commands(sub) -> None:
     add_option_flags(p, "explanation options, for every method")
 
 
+def options_per_method(methods: list[str], options: dict) -> dict[str, dict]:
+    """With several methods, each gets the options it uses (by the committed
+    schema): `--steps 16` with integrated_gradients and grad_cam goes to
+    integrated_gradients alone. An option none of them uses is a ValueError
+    (a usage error before any work). One method, or a method the schema does
+    not know (a newer server), gets them all and the server judges."""
+    if len(methods) == 1:
+        return {methods[0]: dict(options)}
+    methods_info, options_info = explain_schema.load()
+    uses = {m.name: set(m.options) for m in methods_info}
+    everyone = {o.name for o in options_info if not o.methods}  # e.g. seed: every method accepts it
+    unused = [k for k in options if k not in everyone and all(m in uses and k not in uses[m] for m in methods)]
+    if unused:
+        users = {o.name: o.methods for o in options_info}
+        said = "; ".join(f"{k} (used by {', '.join(users.get(k, ())) or 'no method'})" for k in unused)
+        raise ValueError(f"no method of {', '.join(methods)} uses {said}")
+    return {m: {k: v for k, v in options.items() if m not in uses or k in uses[m] or k in everyone} for m in methods}
+
+
 def cmd_explain(args) -> int:
     from tqdm import tqdm
 
@@ -69,6 +89,11 @@ def cmd_explain(args) -> int:
 
     options = chosen_options(args)
     methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
+    try:
+        options_of = options_per_method(methods, options)
+    except ValueError as exc:
+        print(f"netscope explain: {exc}", file=sys.stderr)
+        return 2
     out = out_folder(args.out)
     images = jobs.find_images(args.inputs, exclude=out)
     try:
@@ -89,7 +114,7 @@ def cmd_explain(args) -> int:
             # several get a folder each.
             folder = out if len(methods) == 1 else out / method
             spec = explain_request(args.model, [], method, args.target, args.layer or (), True, False,
-                                   args.colormap, args.alpha, args.metrics, 0, options, sign=args.sign,
+                                   args.colormap, args.alpha, args.metrics, 0, options_of[method], sign=args.sign,
                                    clip_percentile=args.clip_percentile)
             job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight,
                                   timeout=args.timeout, on_server_lost=lost, connect=connection(args), labels=labels)

@@ -16,7 +16,7 @@ def add_commands(sub) -> None:
     p.add_argument("--all", action="store_true", help="every module, not only leaves and top-level blocks")
     p = client_parser(sub, "load", "load a model into the server", cmd_load)
     p.add_argument("model", help="the id to serve it under")
-    p.add_argument("source", help="an architecture (resnet18) or a checkpoint name in the store")
+    p.add_argument("source", help="an architecture (resnet18, or resnet18:DEFAULT with its weights as serve --model takes it) or a checkpoint name in the store")
     p.add_argument("--weights", default="", help="none, DEFAULT or a weights enum name")
     p.add_argument("--arch", default="", help="architecture of a plain state_dict checkpoint")
     p.add_argument("--num-classes", type=int, default=0, help="class count of a plain state_dict checkpoint")
@@ -70,7 +70,10 @@ def cmd_info(args) -> int:
 
 def cmd_load(args) -> int:
     with Client(args.server, timeout=args.timeout, **connection(args)) as c:
-        info = c.load_model(args.model, args.source, weights=args.weights, arch=args.arch,
+        source, weights = args.source, args.weights
+        if not weights and ":" in source:  # SOURCE:WEIGHTS, as `serve --model ID=SOURCE:WEIGHTS` takes it
+            source, weights = source.split(":", 1)
+        info = c.load_model(args.model, source, weights=weights, arch=args.arch,
                             num_classes=args.num_classes, **model_options(args))
     if args.json:
         print_json(info)

@@ -178,4 +178,16 @@ def cmd_serve(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from netscope.server.app import serve
 
-    return serve(server_config(args))
+    config = server_config(args)
+    ensure_named_demo(config)
+    return serve(config)
+
+
+def ensure_named_demo(config) -> None:
+    """`--model ID=demo` names the embedded default: like a plain `netscope
+    serve`, train it into the store first when it is not there yet (the help's
+    own example, `demo=demo`, failed on a fresh store)."""
+    if any(m.source in ("demo", "demo.pt") for m in config.models):
+        from netscope.training.demo import ensure_demo
+
+        ensure_demo(config.store)

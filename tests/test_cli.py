@@ -44,6 +44,10 @@ def test_load_and_unload(run_cli):
     assert "loaded tmpsq" in out
     code, out, _ = run_cli("unload", "tmpsq")
     assert code == 0 and "unloaded" in out
+    # SOURCE:WEIGHTS, the way `serve --model ID=SOURCE:WEIGHTS` spells it, works for load too
+    code, out, err = run_cli("load", "tmpsq2", "squeezenet1_1:none")
+    assert code == 0 and "loaded tmpsq2: squeezenet1_1 (none)" in out, err
+    assert run_cli("unload", "tmpsq2")[0] == 0
 
 
 def test_errors_are_one_readable_line_and_exit_1(run_cli, photo_files):

@@ -68,3 +68,25 @@ def test_a_job_where_nothing_succeeded_is_replaced_one_where_something_did_is_ke
     assert sum(r["status"] == "ok" for r in index_rows(out)) == 2
     code, _, err = run_cli("explain", "--model", tiny, str(src), "--out", str(out))
     assert code == 1 and "FAILED_PRECONDITION" in err and "method was 'saliency', now 'grad_cam'" in err
+
+
+def test_several_methods_each_get_the_options_they_use(run_cli, tiny, tmp_path):
+    """--steps with integrated_gradients and grad_cam goes to integrated_gradients alone (grad_cam
+    refuses options it does not use); an option none of the methods uses is a usage error at once."""
+    src, ids = shapes_folder(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("explain", "--model", tiny, str(src), "--out", str(out), "--json",
+                                "--method", "integrated_gradients", "--method", "grad_cam", "--steps", "4",
+                                "--seed", "1")
+    assert code == 0, err
+    for method in ("integrated_gradients", "grad_cam"):
+        assert sorted(r["id"] for r in index_rows(out / method)) == ids
+        assert all(r["status"] == "ok" for r in index_rows(out / method))
+    assert json.loads((out / "integrated_gradients" / "job.json").read_text())["options"]["steps"] == 4
+    assert "steps" not in json.loads((out / "grad_cam" / "job.json").read_text()).get("options", {})
+
+    code, _, err = run_cli("explain", "--model", tiny, str(src), "--out", str(tmp_path / "out2"),
+                           "--method", "saliency", "--method", "grad_cam", "--kpca-kernel", "rbf")
+    assert code == 2
+    assert "no method of saliency, grad_cam uses kpca_kernel (used by kpca_cam)" in err
+    assert not (tmp_path / "out2" / "saliency" / "index.csv").exists()

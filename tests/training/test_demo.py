@@ -30,3 +30,13 @@ def test_demo_recipe_reaches_95_percent_in_two_minutes(tmp_path):
     path = ensure_demo(tmp_path, progress=False)
     assert time.time() - t0 < 120
     assert load_checkpoint(path)["metrics"]["test_acc"] >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("NETSCOPE_SLOW"), reason="trains the full demo (~1 min); NETSCOPE_SLOW=1")
+def test_serve_model_named_demo_trains_it_into_an_empty_store(tmp_path):
+    from netscope.cli.serve import ensure_named_demo
+    from netscope.server.app import ModelSpec, ServerConfig
+
+    ensure_named_demo(ServerConfig(store=str(tmp_path), models=[ModelSpec.parse("d=demo")]))
+    assert load_checkpoint(tmp_path / "demo.pt")["metrics"]["test_acc"] >= 0.9
