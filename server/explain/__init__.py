@@ -205,11 +205,11 @@ def check_options(method: str, opts: Options, x) -> Options:
         if name not in uses:
             others = methods.users(name)
             elsewhere = f" (used by {', '.join(others[:6])}{', ...' if len(others) > 6 else ''})" if others else ""
+            accepted = spec.options + tuple(n for n in methods.COMMON_OPTIONS if n not in spec.options)
             raise InvalidArgument(
-                f"{method} does not use option {name}{elsewhere}; {method}'s options are "
-                f"{', '.join(spec.options + tuple(n for n in methods.COMMON_OPTIONS if n not in spec.options))}",
+                f"{method} does not use option {name}{elsewhere}; {method}'s options are {', '.join(accepted)}",
                 reason="OPTION_NOT_USED", field=f"options.{name}",
-                metadata={"method": method, "option": name, "options": ",".join(spec.options)})
+                metadata={"method": method, "option": name, "options": ",".join(accepted)})
         _check_value(o, value, h, w)
         if o.requires and o.requires not in opts:
             raise InvalidArgument(f"{name} applies with {o.requires}; set {o.requires} too, or drop {name}",
