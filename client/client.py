@@ -737,6 +737,11 @@ def explain_request(model: str, images, method: str, target, layers, overlay: bo
     return req
 
 
+# Singular slips of explain()'s own keywords, which would otherwise travel as
+# unknown explanation options and come back as OPTION_NOT_FOUND.
+_REQUEST_KEYWORDS = {"layer": "layers", "targets": "target", "image": "images", "methods": "method"}
+
+
 def explain_options(options: dict, faithfulness: bool = False) -> pb.ExplainOptions:
     """ExplainOptions from {name: value}: an option with a typed field of its
     own goes there, any other in the `parameters` map, typed by its Python
@@ -748,6 +753,9 @@ def explain_options(options: dict, faithfulness: bool = False) -> pb.ExplainOpti
     for name, value in options.items():
         if value is None:
             continue
+        if name in _REQUEST_KEYWORDS:  # a slip such as layer= for layers= is not an explanation option
+            raise TypeError(f"explain() got an unexpected keyword argument {name!r}; did you mean "
+                            f"{_REQUEST_KEYWORDS[name]!r}?")
         if name in fields and name not in ("faithfulness", "parameters"):
             setattr(msg, name, value)
             continue

@@ -169,3 +169,10 @@ def test_cli_passes_any_explain_option(run_cli, client, tmp_path, photo_files):
     assert code == 2 and "KEY=VALUE" in err
     code, _, err = run_cli("explain", "--model", "r18", "--option", "aug_smooth=maybe", str(photo), "--out", str(out))
     assert code == 2 and "aug_smooth takes true or false" in err
+
+
+def test_a_singular_slip_of_explains_own_keywords_says_which_one_it_meant(client, pictures):
+    """layer= for layers= would travel as an unknown explanation option (OPTION_NOT_FOUND,
+    naming option names only): the client says what it meant before sending anything."""
+    with pytest.raises(TypeError, match="did you mean 'layers'"):
+        client.explain("r18", pictures[0], layer="layer4")
