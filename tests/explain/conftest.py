@@ -10,6 +10,9 @@ import torch
 import torchvision
 from torch import nn
 
+from netscope.server import imaging
+from netscope.server.models.registry import build_architecture, default_recipe
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
@@ -110,3 +113,22 @@ def options_for(method: str, **values):
 
     uses = set(methods.method(method).options) | set(methods.COMMON_OPTIONS)
     return Options(**{k: v for k, v in values.items() if k in uses})
+
+
+# The session server's r18 (resnet18, weights none, the registry's seed) in
+# process, and two photos as it sees them: for comparisons over the wire.
+
+@pytest.fixture(scope="module")
+def r18():
+    return build_architecture("resnet18", 1000).eval()
+
+
+@pytest.fixture(scope="module")
+def pictures(photos):
+    return [photos["chelsea"], photos["coffee"]]
+
+
+@pytest.fixture(scope="module")
+def x(pictures):
+    recipe = default_recipe("resnet18")
+    return torch.stack([imaging.preprocess(imaging.as_rgb(p), recipe) for p in pictures])

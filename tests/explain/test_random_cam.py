@@ -10,26 +10,8 @@ import torch
 from pytorch_grad_cam import RandomCAM
 
 from netscope.client.client import NetscopeError
-from netscope.server import imaging
 from netscope.server.explain import methods
 from netscope.server.explain import normalize
-from netscope.server.models.registry import build_architecture, default_recipe
-
-
-@pytest.fixture(scope="module")
-def r18():
-    return build_architecture("resnet18", 1000).eval()
-
-
-@pytest.fixture(scope="module")
-def pictures(photos):
-    return [photos["chelsea"], photos["coffee"]]
-
-
-@pytest.fixture(scope="module")
-def x(pictures):
-    recipe = default_recipe("resnet18")
-    return torch.stack([imaging.preprocess(imaging.as_rgb(p), recipe) for p in pictures])
 
 
 def test_it_is_registered_by_its_file_alone():

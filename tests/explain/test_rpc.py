@@ -13,25 +13,9 @@ import torch
 
 from netscope.server import explain as domain
 from netscope.server import imaging
-from netscope.server.models.registry import build_architecture, default_recipe, imagenet_labels
+from netscope.server.models.registry import default_recipe, imagenet_labels
 
 from ..test_predict import expect
-
-
-@pytest.fixture(scope="module")
-def r18():
-    return build_architecture("resnet18", 1000).eval()
-
-
-@pytest.fixture(scope="module")
-def pictures(photos):
-    return [photos["chelsea"], photos["coffee"]]
-
-
-@pytest.fixture(scope="module")
-def x(pictures):
-    recipe = default_recipe("resnet18")
-    return torch.stack([imaging.preprocess(imaging.as_rgb(p), recipe) for p in pictures])
 
 
 @pytest.fixture(autouse=True)
