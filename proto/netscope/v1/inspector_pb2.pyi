@@ -542,7 +542,7 @@ class LayerStatsResponse(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[_Union[LayerStats, _Mapping]]] = ..., loss: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class ExplainOptions(_message.Message):
-    __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness", "seed", "fem_k", "finer_alpha", "finer_classes", "kpca_kernel", "kpca_gamma", "parameters")
+    __slots__ = ("batch_size", "steps", "baseline", "window", "stride", "noise_tunnel", "nt_samples", "nt_stdev", "aug_smooth", "eigen_smooth", "samples", "noise", "faithfulness", "seed", "fem_k", "finer_alpha", "finer_classes", "kpca_kernel", "kpca_gamma", "parameters", "metrics")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -570,6 +570,7 @@ class ExplainOptions(_message.Message):
     KPCA_KERNEL_FIELD_NUMBER: _ClassVar[int]
     KPCA_GAMMA_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     steps: int
     baseline: str
@@ -590,7 +591,8 @@ class ExplainOptions(_message.Message):
     kpca_kernel: str
     kpca_gamma: float
     parameters: _containers.MessageMap[str, OptionValue]
-    def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ..., seed: _Optional[int] = ..., fem_k: _Optional[float] = ..., finer_alpha: _Optional[float] = ..., finer_classes: _Optional[int] = ..., kpca_kernel: _Optional[str] = ..., kpca_gamma: _Optional[float] = ..., parameters: _Optional[_Mapping[str, OptionValue]] = ...) -> None: ...
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, batch_size: _Optional[int] = ..., steps: _Optional[int] = ..., baseline: _Optional[str] = ..., window: _Optional[int] = ..., stride: _Optional[int] = ..., noise_tunnel: _Optional[str] = ..., nt_samples: _Optional[int] = ..., nt_stdev: _Optional[float] = ..., aug_smooth: _Optional[bool] = ..., eigen_smooth: _Optional[bool] = ..., samples: _Optional[int] = ..., noise: _Optional[float] = ..., faithfulness: _Optional[bool] = ..., seed: _Optional[int] = ..., fem_k: _Optional[float] = ..., finer_alpha: _Optional[float] = ..., finer_classes: _Optional[int] = ..., kpca_kernel: _Optional[str] = ..., kpca_gamma: _Optional[float] = ..., parameters: _Optional[_Mapping[str, OptionValue]] = ..., metrics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OptionValue(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
@@ -685,12 +687,14 @@ class ExplainResponse(_message.Message):
     def __init__(self, explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ..., method: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class ExplainStreamRequest(_message.Message):
-    __slots__ = ("id", "request")
+    __slots__ = ("id", "request", "progress")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     request: ExplainRequest
-    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[ExplainRequest, _Mapping]] = ...) -> None: ...
+    progress: bool
+    def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[ExplainRequest, _Mapping]] = ..., progress: _Optional[bool] = ...) -> None: ...
 
 class ItemError(_message.Message):
     __slots__ = ("code", "message", "status")
@@ -703,14 +707,22 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class ExplainStreamResponse(_message.Message):
-    __slots__ = ("id", "response", "error")
+    __slots__ = ("id", "response", "error", "progress")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     response: ExplainResponse
     error: ItemError
-    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ExplainResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+    progress: StreamProgress
+    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ExplainResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., progress: _Optional[_Union[StreamProgress, _Mapping]] = ...) -> None: ...
+
+class StreamProgress(_message.Message):
+    __slots__ = ("pending",)
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    pending: int
+    def __init__(self, pending: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
