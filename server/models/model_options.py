@@ -1,7 +1,7 @@
 """How a model is served: one set of options, declared once.
 
     ModelOptions(device, dtype, batching, channels_last, compile,
-                 compile_batch_sizes, device_decode, pin_memory)
+                 compile_batch_sizes, device_decode, pin_memory, backend)
 
 The same settings reach a model from four places: a LoadModel request (the
 `ModelOptions` message, or the older fields of LoadModelRequest, merged here),
@@ -53,6 +53,7 @@ class ModelOptions:
     compile_batch_sizes: tuple[int, ...] = ()  # batch sizes compiled at load (default 1 and max_batch_size)
     device_decode: bool = False  # JPEGs decoded (and preprocessed) on the model's device
     pin_memory: bool = True  # pinned host batches, non-blocking copies (CUDA only)
+    backend: str = ""  # Predict's runtime: "torch" ("" too) or "onnxruntime" (onnx_backend.py)
 
     # ------------------------------------------------------------ flat names
 
@@ -83,7 +84,7 @@ class ModelOptions:
                    batching=Batching(b.max_batch_size, b.max_delay_ms, b.max_queue),
                    channels_last=msg.channels_last, compile=msg.compile,
                    compile_batch_sizes=tuple(msg.compile_batch_sizes), device_decode=msg.device_decode,
-                   pin_memory=msg.pin_memory if msg.HasField("pin_memory") else True)
+                   pin_memory=msg.pin_memory if msg.HasField("pin_memory") else True, backend=msg.backend)
 
     def to_proto(self) -> pb.ModelOptions:
         b = self.batching
@@ -92,7 +93,7 @@ class ModelOptions:
                                                            max_delay_ms=b.max_delay_ms, max_queue=b.max_queue),
                                channels_last=self.channels_last, compile=self.compile,
                                compile_batch_sizes=list(self.compile_batch_sizes), device_decode=self.device_decode,
-                               pin_memory=self.pin_memory)
+                               pin_memory=self.pin_memory, backend=self.backend)
 
     @classmethod
     def from_request(cls, request: pb.LoadModelRequest) -> "ModelOptions":
@@ -143,11 +144,17 @@ class ModelOptions:
         if isinstance(sizes, (list, tuple)):
             sizes = tuple(sizes)
         compiled.buckets_for(mode, sizes, batching.max_batch_size)  # refuses bad sizes, sizes without a mode
-        return replace(self, compile=mode, batching=batching, compile_batch_sizes=sizes)
+        from .onnx_backend import check_backend
+
+        backend = check_backend(self.backend)
+        if backend != "torch" and mode:
+            raise InvalidArgument(f"compile {shown(mode)} and backend {backend} both choose how Predict runs; "
+                                  f"set one of them", reason="BAD_MODEL_OPTION", field="options.backend")
+        return replace(self, compile=mode, batching=batching, compile_batch_sizes=sizes, backend=backend)
 
 
 FLAT_KEYS = ("device", "dtype", "max_batch_size", "max_delay_ms", "max_queue", "channels_last", "compile",
-             "compile_batch_sizes", "device_decode", "pin_memory")
+             "compile_batch_sizes", "device_decode", "pin_memory", "backend")
 
 
 def _merge_scalar(msg, name: str, legacy, field_new: str, field_old: str) -> None:

@@ -34,9 +34,11 @@ def resolve_k(k: int, num_classes: int) -> int:
 
 def logits_work(model: LoadedModel) -> batching.Work:
     """The forward pass as batchable work: every Predict on a model may share
-    a batch, and it is urgent: it does not wait behind long explanations."""
+    a batch, and it is urgent: it does not wait behind long explanations.
+    An onnxruntime model's forward is not torch work: it runs in the
+    request's (or the batcher's) thread, beside the torch thread."""
     return batching.Work("Predict", "logits", model.infer, lambda logits, start, stop: logits[start:stop],
-                         urgent=True)
+                         urgent=True, torch_thread=model.predicts_on_torch_thread)
 
 
 def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: bool = False

@@ -26,6 +26,7 @@ from . import compiled, transfer
 from ..runtime import torch_thread
 from ..runtime.batching import Batcher
 from .compiled import CompiledForward
+from .onnx_backend import OrtForward
 from ..errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, closest, closest_metadata,
                      shown)
 from .. import imaging
@@ -122,6 +123,8 @@ class LoadedModel:
     min_input_size: int = 1  # smallest H = W it runs on (probed at load; input_size.py)
     compile: str = ""  # torch.compile mode of Predict's forward ("": eager)
     compiled: CompiledForward | None = None
+    backend: str = "torch"  # what runs Predict's forward: torch, or onnxruntime through `ort`
+    ort: "OrtForward | None" = None
     # Serialises work that must alter the module for a moment (e.g. Captum
     # methods that register their own hooks); plain forwards don't take it.
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -136,7 +139,7 @@ class LoadedModel:
         return ModelOptions(device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
                             batching=self.batching, channels_last=self.channels_last, compile=self.compile,
                             compile_batch_sizes=tuple(self.compiled.buckets) if self.compiled is not None else (),
-                            device_decode=self.device_decode, pin_memory=self.pin_memory)
+                            device_decode=self.device_decode, pin_memory=self.pin_memory, backend=self.backend)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -171,9 +174,26 @@ class LoadedModel:
             out = out[0]
         return out.float()
 
+    @property
+    def predicts_on_torch_thread(self) -> bool:
+        """Whether Predict's forward is torch work (the torch thread's, for a
+        CPU model); an ONNX Runtime session runs in the caller's thread."""
+        return self.ort is None
+
     def infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits as float32 on the host, for Predict: through the compiled
-        forward when the model has one and a compiled batch size holds x."""
+        """Logits as float32 on the host, for Predict: through the ONNX
+        Runtime session of an onnxruntime model (here, in the caller's thread),
+        or the compiled forward when the model has one and a compiled batch
+        size holds x. A batch the session was not exported for (raw tensors of
+        another size) runs the torch module, on the model's torch thread."""
+        if self.ort is not None:
+            logits = self.ort(x)
+            if logits is not None:
+                return logits
+            return self.run(self._infer_torch, x, urgent=True)
+        return self._infer_torch(x)
+
+    def _infer_torch(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             if self.compiled is not None:
                 logits = self.compiled(self.to_device(x))
@@ -186,6 +206,7 @@ class LoadedModel:
             self.batcher.close()
         if self.compiled is not None:
             self.compiled.close()
+        self.ort = None  # the session's own copy of the weights goes with it
 
     def describe(self, input_size: tuple[int, ...] | None = None) -> Summary:
         if input_size is None or tuple(input_size) == tuple(self.input_size):
@@ -360,6 +381,8 @@ class Registry:
                 prove_finite(model)
                 if mode:
                     self._compile(model, mode, buckets)
+                if options.backend == "onnxruntime":
+                    self._onnx(model)
                 return model
 
             loaded = torch_thread.run(dev, build_and_warm_up)
@@ -536,6 +559,15 @@ class Registry:
             ) from None
         loaded.min_input_size = min_input_size(loaded.module, loaded.input_size, device, dtype,
                                                torch.channels_last if channels_last else torch.contiguous_format)
+
+    def _onnx(self, loaded: LoadedModel) -> None:
+        """Export the placed module and serve Predict through an ONNX Runtime
+        session, checked against the module (onnx_backend.build raises why not)."""
+        from . import onnx_backend
+
+        loaded.ort = onnx_backend.build(loaded.module, input_size=loaded.input_size, device=loaded.device,
+                                        dtype=loaded.dtype, source=loaded.source)
+        loaded.backend = "onnxruntime"
 
     def _compile(self, loaded: LoadedModel, mode: str, buckets: tuple[int, ...]) -> None:
         """torch.compile Predict's forward and compile every bucket now, so the

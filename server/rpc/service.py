@@ -107,7 +107,7 @@ def model_info(m: LoadedModel, summary: Summary) -> pb.ModelInfo:
         trainable_parameters=summary.trainable_parameters, flops=summary.flops, mult_adds=summary.mult_adds,
         parameter_bytes=summary.parameter_bytes, layers=layers, pretrained=m.pretrained, note=m.note,
         default_cam_layer=default_cam_layer(m), min_input_size=m.min_input_size,
-        options=options,
+        options=options, backend=pb.BackendInfo(**m.ort.describe()) if m.ort is not None else pb.BackendInfo(name="torch"),
         # The same settings in ModelInfo's fields from before ModelOptions, for older clients.
         batching=options.batching, channels_last=options.channels_last, compile=options.compile,
         compile_batch_sizes=options.compile_batch_sizes, device_decode=options.device_decode,
@@ -291,7 +291,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         checked = explain.validate(
             m.module, request.method, convert.explain_options(request.options), n_images, input_shape,
             targets=convert.explain_targets(request), layers=list(request.layers) or None, arch=m.arch,
-            class_names=m.class_names, ceilings=self.limits.explain, faithfulness=request.options.faithfulness)
+            class_names=m.class_names, ceilings=self.limits.explain, faithfulness=convert.faithfulness_metrics(request))
         convert.check_render(request)
         return checked
 
@@ -333,11 +333,12 @@ class InspectorService(pb_grpc.InspectorServicer):
         request, m, result, clock = job.request, job.model, job.result, job.clock
         clock.lap("queue")
         out = pb.ExplainResponse(method=result.method, layers=result.layers)
+        metrics = convert.faithfulness_metrics(request)
         for image, classes in zip(job.x, result.images):
             item = out.explanations.add()
             for cm in classes:
-                scores = (m.run(faithfulness.evaluate, m.forward, image, cm.upsampled.numpy(), cm.target)
-                          if request.options.faithfulness else None)
+                scores = (m.run(faithfulness.evaluate, m.forward, image, cm.upsampled.numpy(), cm.target,
+                                metrics=metrics) if metrics else None)
                 item.classes.append(convert.class_map_to_proto(cm, image, m.recipe, request, scores))
         clock.lap("postprocess")
         clock.timing.device_batch_size = job.device_batch_size

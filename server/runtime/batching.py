@@ -68,6 +68,9 @@ class Work:
     rows: Callable[[Any, int, int], Any]
     urgent: bool = False
     row_args: tuple | None = None
+    # False: `run` is not torch work (an ONNX Runtime session): it runs in the
+    # caller's or the batcher's thread, never queued on the torch thread.
+    torch_thread: bool = True
 
 
 @dataclass
@@ -190,9 +193,8 @@ class Batcher:
             # On behalf of every caller in the batch: it stops only when all have gone.
             with cancel.serving(cancel.AnyOf(i.caller for i in items)):
                 args = () if work.row_args is None else ([a for i in items for a in i.work.row_args],)
-                result = torch_thread.run(self.device,
-                                          lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0], *args),
-                                          urgent=work.urgent)
+                result = _run_work(self.device, work,
+                                   lambda: work.run(cat(xs, pin=self.pin) if len(xs) > 1 else xs[0], *args))
         except BaseException as exc:  # noqa: BLE001 - a shared batch failed: find out whose it was
             if len(items) == 1 or isinstance(exc, (Cancelled, DeadlineExceeded)):
                 for i in items:
@@ -211,6 +213,13 @@ class Batcher:
             else:
                 _settle(i.future, Batched(share, (start - i.queued) * 1e3, compute_ms, size))
             offset += i.n
+
+
+def _run_work(device, work: Work, call: Callable[[], Any]) -> Any:
+    """`call` where its work belongs: the torch thread for a CPU model's torch work, else here."""
+    if work.torch_thread:
+        return torch_thread.run(device, call, urgent=work.urgent)
+    return call()
 
 
 def _dropped(item: _Item) -> bool:
@@ -238,6 +247,6 @@ def run(model: LoadedModel, x: torch.Tensor, work: Work) -> Batched:
     if batcher is None or work.key is None or x.shape[0] >= batcher.max_batch:
         start = time.perf_counter()
         args = () if work.row_args is None else (list(work.row_args),)
-        result = torch_thread.run(model.device, work.run, x, *args, urgent=work.urgent)
+        result = _run_work(model.device, work, lambda: work.run(x, *args))
         return Batched(work.rows(result, 0, x.shape[0]), 0.0, (time.perf_counter() - start) * 1e3, x.shape[0])
     return cancel.wait(batcher.submit(x, work))

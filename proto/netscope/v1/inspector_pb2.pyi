@@ -142,7 +142,7 @@ class BatchingOptions(_message.Message):
     def __init__(self, max_batch_size: _Optional[int] = ..., max_delay_ms: _Optional[float] = ..., max_queue: _Optional[int] = ...) -> None: ...
 
 class ModelOptions(_message.Message):
-    __slots__ = ("device", "dtype", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory")
+    __slots__ = ("device", "dtype", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory", "backend")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     BATCHING_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,7 @@ class ModelOptions(_message.Message):
     COMPILE_BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_DECODE_FIELD_NUMBER: _ClassVar[int]
     PIN_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     device: str
     dtype: str
     batching: BatchingOptions
@@ -159,7 +160,28 @@ class ModelOptions(_message.Message):
     compile_batch_sizes: _containers.RepeatedScalarFieldContainer[int]
     device_decode: bool
     pin_memory: bool
-    def __init__(self, device: _Optional[str] = ..., dtype: _Optional[str] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ...) -> None: ...
+    backend: str
+    def __init__(self, device: _Optional[str] = ..., dtype: _Optional[str] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class BackendInfo(_message.Message):
+    __slots__ = ("name", "providers", "exporter", "export_ms", "parity_max_abs_diff", "parity_tolerance", "session_dtype", "intra_op_threads")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    EXPORTER_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_MS_FIELD_NUMBER: _ClassVar[int]
+    PARITY_MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    PARITY_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    exporter: str
+    export_ms: float
+    parity_max_abs_diff: float
+    parity_tolerance: float
+    session_dtype: str
+    intra_op_threads: int
+    def __init__(self, name: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., exporter: _Optional[str] = ..., export_ms: _Optional[float] = ..., parity_max_abs_diff: _Optional[float] = ..., parity_tolerance: _Optional[float] = ..., session_dtype: _Optional[str] = ..., intra_op_threads: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("model", "source", "weights", "arch", "num_classes", "options", "device", "dtype", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory")
@@ -260,7 +282,7 @@ class LayerInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., mult_adds: _Optional[int] = ..., cam_target: _Optional[bool] = ..., depth: _Optional[int] = ..., is_leaf: _Optional[bool] = ..., conv: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "arch", "source", "weights", "device", "dtype", "input_size", "preprocessing", "class_names", "num_parameters", "trainable_parameters", "flops", "layers", "pretrained", "note", "default_cam_layer", "mult_adds", "parameter_bytes", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory", "min_input_size", "options")
+    __slots__ = ("model", "arch", "source", "weights", "device", "dtype", "input_size", "preprocessing", "class_names", "num_parameters", "trainable_parameters", "flops", "layers", "pretrained", "note", "default_cam_layer", "mult_adds", "parameter_bytes", "batching", "channels_last", "compile", "compile_batch_sizes", "device_decode", "pin_memory", "min_input_size", "options", "backend")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +309,7 @@ class ModelInfo(_message.Message):
     PIN_MEMORY_FIELD_NUMBER: _ClassVar[int]
     MIN_INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     model: str
     arch: str
     source: str
@@ -313,7 +336,8 @@ class ModelInfo(_message.Message):
     pin_memory: bool
     min_input_size: int
     options: ModelOptions
-    def __init__(self, model: _Optional[str] = ..., arch: _Optional[str] = ..., source: _Optional[str] = ..., weights: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., input_size: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., flops: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., pretrained: _Optional[bool] = ..., note: _Optional[str] = ..., default_cam_layer: _Optional[str] = ..., mult_adds: _Optional[int] = ..., parameter_bytes: _Optional[int] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ..., min_input_size: _Optional[int] = ..., options: _Optional[_Union[ModelOptions, _Mapping]] = ...) -> None: ...
+    backend: BackendInfo
+    def __init__(self, model: _Optional[str] = ..., arch: _Optional[str] = ..., source: _Optional[str] = ..., weights: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., input_size: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., num_parameters: _Optional[int] = ..., trainable_parameters: _Optional[int] = ..., flops: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., pretrained: _Optional[bool] = ..., note: _Optional[str] = ..., default_cam_layer: _Optional[str] = ..., mult_adds: _Optional[int] = ..., parameter_bytes: _Optional[int] = ..., batching: _Optional[_Union[BatchingOptions, _Mapping]] = ..., channels_last: _Optional[bool] = ..., compile: _Optional[str] = ..., compile_batch_sizes: _Optional[_Iterable[int]] = ..., device_decode: _Optional[bool] = ..., pin_memory: _Optional[bool] = ..., min_input_size: _Optional[int] = ..., options: _Optional[_Union[ModelOptions, _Mapping]] = ..., backend: _Optional[_Union[BackendInfo, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model", "images", "top_k", "return_probabilities")
