@@ -41,14 +41,32 @@ def logits_work(model: LoadedModel) -> batching.Work:
                          urgent=True, torch_thread=model.predicts_on_torch_thread)
 
 
+def logits(model: LoadedModel, x: torch.Tensor) -> tuple[torch.Tensor, Batched]:
+    """The logits of a preprocessed (N, C, H, W) batch: (N, num_classes)
+    float32 on the host, in batch order, through the model's dynamic batcher
+    when it has one (its value; the Batched also says the queue and compute
+    time and the device batch it rode in). The one forward pass of both
+    protocols' inference (netscope.v1 Predict, OIP ModelInfer). Raises
+    FailedPrecondition for a non-finite logit."""
+    run = batching.run(model, x, logits_work(model))
+    check_finite_logits(model, run.value)
+    return run.value, run
+
+
 def predict(model: LoadedModel, x: torch.Tensor, k: int, return_probabilities: bool = False
             ) -> tuple[list[Prediction], Batched]:
     """Top-k of each image of a preprocessed (N, C, H, W) batch, in batch order,
     through the model's dynamic batcher when it has one."""
     k = resolve_k(k, model.num_classes)
-    run = batching.run(model, x, logits_work(model))
-    check_finite_logits(model, run.value)
-    return top_k(model, run.value, k, return_probabilities), run
+    z, run = logits(model, x)
+    return top_k(model, z, k, return_probabilities), run
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) float32 logits, in float32 (max subtracted
+    first): the probabilities both protocols answer with."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def check_finite_logits(model: LoadedModel, logits: torch.Tensor) -> None:
@@ -69,8 +87,7 @@ def top_k(model: LoadedModel, logits: torch.Tensor, k: int, return_probabilities
     highest logits per row. In numpy, in the request's thread: no second trip to a
     CPU model's torch thread, which may be busy with a long explanation."""
     z = logits.numpy()
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    probs = e / e.sum(axis=1, keepdims=True)
+    probs = softmax(z)
     # Rank by logit: the same order as the probabilities, but not tied where
     # float32 softmax rounds nearby logits to one value (an untrained model's).
     top_i = np.argsort(-z, axis=1, kind="stable")[:, :k]

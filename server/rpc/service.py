@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import torch
 from grpc_status import rpc_status
 
 from netscope.v1 import inspector_pb2 as pb
@@ -129,6 +130,7 @@ class InspectorService(pb_grpc.InspectorServicer):
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics(registry.list)
         self.decoder = convert.decode_pool(decode_threads)
+        self.last_inference: dict[str, float] = {}  # model id -> time.time() of its last forward (OIP statistics)
         self.stream = ExplainStream(self, stream_batch=min(self.limits.stream_batch, self.limits.max_images),
                                     metrics=self.metrics)
 
@@ -179,12 +181,10 @@ class InspectorService(pb_grpc.InspectorServicer):
     def predict_response(self, request: pb.PredictRequest) -> pb.PredictResponse:
         """Predict without gRPC around it (the RPC, and `netscope bench --in-process`)."""
         m = self.registry.get(request.model)
+        k = predict.resolve_k(request.top_k, m.num_classes)
         clock = Clock()
-        x = self.preprocess(m, request.images)
-        clock.lap("preprocess")
-        results, run = predict.predict(m, x, request.top_k, request.return_probabilities)
-        clock.lap("compute")
-        clock.timing.queue_ms, clock.timing.compute_ms = run.queue_ms, run.compute_ms
+        logits = self.classify(m, request.images, clock)
+        results = predict.top_k(m, logits, k, request.return_probabilities)
         out = pb.PredictResponse()
         for r in results:
             p = out.predictions.add()
@@ -193,9 +193,29 @@ class InspectorService(pb_grpc.InspectorServicer):
             if r.all_probabilities is not None:
                 p.probabilities.CopyFrom(convert.tensor_to_proto(r.all_probabilities))
         clock.lap("postprocess")
-        clock.timing.device_batch_size = run.device_batch_size
         out.timing.CopyFrom(clock.timing)
         return out
+
+    def classify(self, m: LoadedModel, images, clock: Clock) -> torch.Tensor:
+        """The one inference path of both protocols (netscope.v1 Predict, OIP
+        ModelInfer): a request's images (netscope.v1 Image messages) decoded and
+        preprocessed under the server's limits, then the forward pass through
+        the model's batcher and lanes. Returns the (N, num_classes) float32 host
+        logits; `clock` gets the preprocess, queue and compute times and the
+        device batch."""
+        x = self.preprocess(m, images)
+        clock.lap("preprocess")
+        return self.logits(m, x, clock)
+
+    def logits(self, m: LoadedModel, x: torch.Tensor, clock: Clock) -> torch.Tensor:
+        """classify's forward pass on a preprocessed (N, C, H, W) batch."""
+        z, run = predict.logits(m, x)
+        clock.lap("compute")
+        # The batcher's wait is queue time, not compute.
+        clock.timing.queue_ms, clock.timing.compute_ms = run.queue_ms, run.compute_ms
+        clock.timing.device_batch_size = run.device_batch_size
+        self.last_inference[m.id] = time.time()
+        return z
 
     # ------------------------------------------------------------ inspection
 
