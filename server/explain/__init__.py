@@ -38,6 +38,7 @@ from . import methods
 # Imported here, first, so the registry's order (CAMs, then Captum, then cam_methods/)
 # is the same whichever of its modules a caller happens to import first.
 from . import cams, attributions  # noqa: F401
+from . import faithfulness as faithfulness_metrics
 from ..runtime import torch_thread
 from .maps import first_component, normalize, too_small, upsample  # noqa: F401 (part of this module's interface)
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
@@ -267,7 +268,8 @@ class Ceilings:
     nt_samples: int = 200  # noise tunnel
     finer_classes: int = 100  # finer_cam
     top_k: int = 100  # classes explained per image
-    faithfulness_maps: int = 64  # maps scored for faithfulness per request (images x classes; ~60 forwards each)
+    faithfulness_maps: int = 64  # maps scored with every faithfulness metric per request (images x classes; 62
+    # forward passes each); fewer metrics, proportionally more maps (faithfulness.passes)
     memory_mb: int = 4096  # predicted working memory of one request
 
     @classmethod
@@ -294,10 +296,10 @@ def _over(name: str, value: int, limit: int, what: str, field_name: str) -> Inva
 
 
 def check_ceilings(method: str, opts: Options, targets: TargetLike, ceilings: Ceilings, *,
-                   faithfulness: bool = False, n_images: int = 1) -> None:
+                   faithfulness: bool | Sequence[str] = False, n_images: int = 1) -> None:
     """Refuse counts over the server's ceilings (each option's OptionSpec.ceiling):
     InvalidArgument naming the option, the limit and how to change it.
-    Checked before any work."""
+    Checked before any work. faithfulness: the metrics scored (True: all)."""
     for name, value in opts.items():
         ceiling = methods.option(name).ceiling
         if ceiling is not None and isinstance(value, (int, float)) and value > getattr(ceilings, ceiling):
@@ -305,14 +307,19 @@ def check_ceilings(method: str, opts: Options, targets: TargetLike, ceilings: Ce
     k = targets.top_k if isinstance(targets, Target) and targets.index is None and not targets.label else 1
     if k > ceilings.top_k:
         raise _over("top_k", k, ceilings.top_k, "classes per image", "target.top_k")
-    if faithfulness and n_images * max(k, 1) > ceilings.faithfulness_maps:
+    metrics = () if not faithfulness else faithfulness_metrics.chosen(() if faithfulness is True else faithfulness)
+    # The ceiling counts maps scored with every metric; fewer metrics cost fewer passes a map.
+    per_map = faithfulness_metrics.passes(metrics)
+    allowed = max(1, ceilings.faithfulness_maps * faithfulness_metrics.ALL_PASSES // max(per_map, 1))
+    if metrics and n_images * max(k, 1) > allowed:
         maps = n_images * max(k, 1)
         raise InvalidArgument(
-            f"faithfulness scores {maps} maps here ({n_images} images x {max(k, 1)} classes), over this server's "
-            f"limit of {ceilings.faithfulness_maps} (about 60 forward passes each); send fewer images or classes, "
-            f"or start the server with --explain-limit faithfulness_maps=N",
+            f"faithfulness ({', '.join(metrics)}) scores {maps} maps here ({n_images} images x {max(k, 1)} classes), "
+            f"over this server's limit of {allowed} for these metrics ({per_map} forward passes each; "
+            f"faithfulness_maps {ceilings.faithfulness_maps} counts maps of all metrics); send fewer images or "
+            f"classes or metrics, or start the server with --explain-limit faithfulness_maps=N",
             reason="OVER_LIMIT", field="options.faithfulness",
-            metadata={"limit": str(ceilings.faithfulness_maps), "option": "faithfulness_maps"})
+            metadata={"limit": str(allowed), "option": "faithfulness_maps"})
 
 
 @dataclass(frozen=True)
@@ -405,7 +412,7 @@ def method_name(method: str | None) -> str:
 def validate(model: nn.Module, method: str | None, options: Options | None, n_images: int, input_shape, *,
              targets: TargetLike = None, layers: Sequence[str] | None = None, arch: str = "",
              class_names: Sequence[str] | None = None, ceilings: Ceilings | None = None,
-             faithfulness: bool = False) -> Checked:
+             faithfulness: bool | Sequence[str] = False) -> Checked:
     """Everything explain() would refuse before its first forward pass, and
     the server's ceilings, checked without running the model: the method,
     options (input_shape: the batch's (..., H, W)), targets and layers.

@@ -15,6 +15,13 @@ ranking of pixels and watch the target class's probability:
   noisy linear imputation (each removed pixel the weighted mean of its
   neighbours, solved as one sparse linear system, plus a little noise) so the
   mask's shape leaks no class evidence; averaged over fractions 10%..90%.
+
+A request names the metrics it wants (`METRICS`, by name); only those are
+computed, and each declares its cost (forward passes per map, and a cost
+class as the method registry's), which limits and the stream's batch sizing
+read. ROAD's imputations are sparse solves of up to H x W unknowns: on a CPU
+it costs more than every other metric together (docs/EXPLANATIONS.md has the
+figures), so the default set (`DEFAULT_METRICS`) leaves it out.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
 from ..runtime import torch_thread
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, closest, closest_metadata, shown
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # (N, C, H, W) float32 -> (N, classes) logits
 
@@ -37,14 +44,71 @@ _NEIGHBOURS = [(-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
                (-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12)]
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One faithfulness metric as a request names it.
+
+    fields: the Faithfulness fields it fills. passes: forward passes per
+    map (at the default 20 steps). cost: its class in methods.COSTS (cheap
+    ~1 forward pass, moderate ~10, expensive ~100 or CPU work as long)."""
+
+    name: str
+    fields: tuple[str, ...]
+    passes: int
+    cost: str
+    description: str
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("deletion", ("deletion_auc",), 21, "moderate",
+           "AUC of the target's probability as the most salient pixels are removed first (lower is better)"),
+    Metric("insertion", ("insertion_auc",), 21, "moderate",
+           "AUC as the most salient pixels are put back into a blurred input first (higher is better)"),
+    Metric("average_drop", ("average_drop",), 2, "cheap",
+           "% of the target's probability lost keeping only the map's region (lower is better)"),
+    Metric("increase_in_confidence", ("increase_in_confidence",), 2, "cheap",
+           "1 when the map's region alone raises the target's probability, else 0"),
+    Metric("road", ("road_morf", "road_lerf"), 18, "expensive",
+           "ROAD: most / least relevant pixels removed by noisy linear imputation (18 sparse solves per map)"),
+)}
+# What a bare `--metrics` asks for: everything but ROAD, whose imputations cost
+# more on a CPU than the rest together (seconds per image at 224 x 224).
+DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
+# The passes of every metric together: what the faithfulness_maps ceiling was sized for.
+ALL_PASSES = 21 + 21 + 2 + 18
+
+
+def chosen(names) -> tuple[str, ...]:
+    """The metrics a request names, validated and in METRICS' order (none
+    named: all of them, as before requests could choose). InvalidArgument
+    (reason METRIC_NOT_FOUND, field options.metrics) naming the valid ones."""
+    names = [str(n) for n in names]
+    for name in names:
+        if name not in METRICS:
+            raise InvalidArgument(
+                f"unknown faithfulness metric {shown(name)}{closest(name, METRICS)}; choose from "
+                f"{', '.join(METRICS)}", reason="METRIC_NOT_FOUND", field="options.metrics",
+                metadata={"metrics": ",".join(METRICS), **closest_metadata(name, METRICS)})
+    return tuple(m for m in METRICS if m in names) if names else tuple(METRICS)
+
+
+def passes(metrics) -> int:
+    """Forward passes per map of these metrics (average_drop and
+    increase_in_confidence share theirs)."""
+    shared = {"average_drop", "increase_in_confidence"}
+    return sum(METRICS[m].passes for m in metrics if m not in shared) + (2 if shared & set(metrics) else 0)
+
+
 @dataclass
 class Faithfulness:
-    deletion_auc: float
-    insertion_auc: float
-    average_drop: float
-    increase_in_confidence: float
-    road_morf: float
-    road_lerf: float
+    """One map's scores; a metric not asked for is None."""
+
+    deletion_auc: float | None = None
+    insertion_auc: float | None = None
+    average_drop: float | None = None
+    increase_in_confidence: float | None = None
+    road_morf: float | None = None
+    road_lerf: float | None = None
 
 
 def probabilities(forward: Forward, batch: torch.Tensor, target: int, batch_size: int) -> np.ndarray:
@@ -128,8 +192,12 @@ def impute(x: torch.Tensor, removed: np.ndarray, noise: float, rng: np.random.Ge
 
 
 def evaluate(forward: Forward, x: torch.Tensor, saliency: np.ndarray, target: int, *, steps: int = 20,
-             batch_size: int = 32, road_noise: float = 0.01, seed: int = 0) -> Faithfulness:
-    """All metrics for one preprocessed image x (C, H, W) and its map (H, W) at the input's resolution."""
+             batch_size: int = 32, road_noise: float = 0.01, seed: int = 0,
+             metrics=tuple(METRICS)) -> Faithfulness:
+    """The `metrics` (names of METRICS; default all) for one preprocessed
+    image x (C, H, W) and its map (H, W) at the input's resolution; the
+    others are None. Probabilities are the target's softmax, float32."""
+    metrics = chosen(metrics)
     saliency = np.asarray(saliency, dtype=np.float64)
     if saliency.shape != tuple(x.shape[1:]):
         raise InvalidArgument(f"saliency map {saliency.shape} must match the input's size {tuple(x.shape[1:])}")
@@ -138,31 +206,39 @@ def evaluate(forward: Forward, x: torch.Tensor, saliency: np.ndarray, target: in
     saliency = np.nan_to_num(saliency)
     x = x.detach().float().cpu()
     order = ranking(saliency)
-    zeros, soft = torch.zeros_like(x), blurred(x)
-    deletion = probabilities(forward, progressive(x, x, zeros, order, steps), target, batch_size)
-    insertion = probabilities(forward, progressive(x, soft, x, order, steps), target, batch_size)
+    out = Faithfulness()
+    if "deletion" in metrics:
+        out.deletion_auc = auc(probabilities(forward, progressive(x, x, torch.zeros_like(x), order, steps), target,
+                                             batch_size))
+    if "insertion" in metrics:
+        out.insertion_auc = auc(probabilities(forward, progressive(x, blurred(x), x, order, steps), target, batch_size))
+    if "average_drop" in metrics or "increase_in_confidence" in metrics:
+        lo, hi = saliency.min(), saliency.max()
+        weights = torch.from_numpy(((saliency - lo) / (hi - lo) if hi > lo else np.zeros_like(saliency))
+                                   .astype(np.float32))
+        y, o = probabilities(forward, torch.stack([x, x * weights]), target, batch_size)
+        if "average_drop" in metrics:
+            out.average_drop = max(0.0, float(y - o)) / max(float(y), 1e-12) * 100.0
+        if "increase_in_confidence" in metrics:
+            out.increase_in_confidence = float(o > y)
+    if "road" in metrics:
+        out.road_morf, out.road_lerf = road(forward, x, order, target, batch_size, road_noise, seed)
+    return out
 
-    lo, hi = saliency.min(), saliency.max()
-    weights = torch.from_numpy(((saliency - lo) / (hi - lo) if hi > lo else np.zeros_like(saliency)).astype(np.float32))
-    y, o = probabilities(forward, torch.stack([x, x * weights]), target, batch_size)
-    drop = max(0.0, float(y - o)) / max(float(y), 1e-12) * 100.0
 
+def road(forward: Forward, x: torch.Tensor, order: np.ndarray, target: int, batch_size: int, noise: float,
+         seed: int) -> tuple[float, float]:
+    """(MoRF, LeRF): the target's mean probability with ROAD_FRACTIONS of the
+    pixels removed, most / least relevant first (`order`: most salient first)."""
     rng = np.random.default_rng(seed)
-    n = saliency.size
+    n = order.size
     road_inputs = []
     for fraction in ROAD_FRACTIONS:
         k = round(n * fraction)
-        for chosen in (order[:k], order[::-1][:k]):  # MoRF, then LeRF
+        for chosen_pixels in (order[:k], order[::-1][:k]):  # MoRF, then LeRF
             torch_thread.checkpoint()  # each imputation is a sparse solve: stop between them if the caller has gone
             removed = np.zeros(n, dtype=bool)
-            removed[chosen] = True
-            road_inputs.append(impute(x, removed, road_noise, rng))
-    road = probabilities(forward, torch.stack(road_inputs), target, batch_size)
-    return Faithfulness(
-        deletion_auc=auc(deletion),
-        insertion_auc=auc(insertion),
-        average_drop=drop,
-        increase_in_confidence=float(o > y),
-        road_morf=float(road[0::2].mean()),
-        road_lerf=float(road[1::2].mean()),
-    )
+            removed[chosen_pixels] = True
+            road_inputs.append(impute(x, removed, noise, rng))
+    probs = probabilities(forward, torch.stack(road_inputs), target, batch_size)
+    return float(probs[0::2].mean()), float(probs[1::2].mean())

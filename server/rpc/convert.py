@@ -17,7 +17,7 @@ from netscope.v1 import inspector_pb2 as pb
 
 from ..imaging import device_decode
 from .. import imaging
-from ..explain import rendering
+from ..explain import faithfulness, rendering
 from ..models import transfer
 from ..errors import InvalidArgument, ResourceExhausted, closest, closest_metadata, shown
 from ..imaging import Preprocessing
@@ -352,6 +352,15 @@ def _png_bytes(h: int, w: int) -> int:
     return raw + raw // 100 + 1024
 
 
+def faithfulness_metrics(request: pb.ExplainRequest) -> tuple[str, ...]:
+    """The faithfulness metrics a request asks to score (options.metrics; all
+    of them for options.faithfulness alone; none: ()). InvalidArgument
+    (METRIC_NOT_FOUND) for an unknown name."""
+    if not request.options.metrics and not request.options.faithfulness:
+        return ()
+    return faithfulness.chosen(request.options.metrics)
+
+
 def answer_bytes(request: pb.ExplainRequest, n_images: int, k: int, heat_pixels: int, input_hw) -> int:
     """An upper estimate of an ExplainResponse's size: per map, the map at its
     own resolution and at the input's (float32), the PNGs asked for (as if
@@ -362,7 +371,7 @@ def answer_bytes(request: pb.ExplainRequest, n_images: int, k: int, heat_pixels:
         per_map += _png_bytes(h, w)
     if request.render_heatmap:
         per_map += _png_bytes(h, w)
-    if request.options.faithfulness:
+    if faithfulness_metrics(request):
         per_map += 64
     return n_images * k * per_map + 1024
 
@@ -401,7 +410,7 @@ def class_map_to_proto(cm, x: torch.Tensor, recipe: Preprocessing, request: pb.E
         if request.render_heatmap:
             msg.heatmap_png = drawn.heatmap_png(cm.upsampled.numpy())
     if scores is not None:
-        msg.faithfulness.CopyFrom(pb.Faithfulness(**vars(scores)))
+        msg.faithfulness.CopyFrom(pb.Faithfulness(**{k: v for k, v in vars(scores).items() if v is not None}))
     return msg
 
 

@@ -401,3 +401,12 @@ class Explaining:
     clock: Clock
     result: Any = None  # explain.Explanation, once computed
     device_batch_size: int = 0
+
+    def part(self, request: pb.ExplainRequest, start: int, stop: int) -> "Explaining":
+        """Its images start:stop as a job of their own (one ExplainStream item's,
+        rendered and answered alone), under `request`, with a copy of the clock."""
+        clock = Clock()
+        clock.timing.CopyFrom(self.clock.timing)
+        clock._last = self.clock._last
+        result = explain.Explanation(self.result.method, self.result.layers, self.result.images[start:stop])
+        return Explaining(request, self.model, self.x[start:stop], clock, result, self.device_batch_size)

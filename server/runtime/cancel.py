@@ -41,13 +41,20 @@ class Caller:
     work, else the error to stop it with. `deadline` is on time.monotonic()'s
     clock (None: none); `ended` is set when the call ends (gRPC's callback:
     the client cancelled, the connection dropped, the deadline passed or the
-    server cancelled it at shutdown)."""
+    server cancelled it at shutdown). `on_progress`, when set, is called at
+    every check point its work passes while it is there (ExplainStream's
+    progress messages): it must be cheap and never block."""
 
     def __init__(self, deadline: float | None = None, ended: threading.Event | None = None, what: str = "call"):
         self.deadline = deadline
         self.ended = ended if ended is not None else threading.Event()
         self.what = what
+        self.on_progress: Callable[[], None] | None = None
         self._started = time.monotonic()
+
+    def progressed(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
 
     def gone(self) -> ServerError | None:
         now = None
@@ -97,6 +104,11 @@ class AnyOf:
     def wait_s(self) -> float:
         return POLL_S
 
+    def progressed(self) -> None:
+        for c in self.callers:
+            if c is not None:
+                c.progressed()
+
 
 Liveness = Caller | AnyOf
 
@@ -116,6 +128,7 @@ def check() -> None:
         err = caller.gone()
         if err is not None:
             raise err
+        caller.progressed()  # the work moves on: a stream that asked says so to its caller
 
 
 @contextmanager

@@ -6,11 +6,18 @@ folder). Then a pipeline, one thread per stage, so the device never waits
 for the CPU work around it:
 
     group + prepare    consecutive items that ask for the same explanation
-                       become one device batch (unless its method fills its
-                       own passes, `batches_well`), decoded and preprocessed
+                       become one device batch, sized by what an image costs
+                       (`batch_limit`: the method's cost class and the
+                       faithfulness metrics asked for), decoded and preprocessed
     compute            the maps, on the device
-    render             overlays, metrics and messages (the handler's thread),
-                       each item's result streamed back under the caller's id
+    render             overlays, metrics and messages, item by item: each
+                       item's answer leaves as soon as it is drawn and scored,
+                       not when its whole device batch is
+    (the handler)      sends what render puts in the outbox, and, when the
+                       caller asked for them (ExplainStreamRequest.progress),
+                       a StreamProgress at most every PROGRESS_S while the
+                       work under way reaches its check points and no answer
+                       leaves (server/runtime/cancel.py's Caller.on_progress)
 
 While one batch computes, the next is decoded and the last one drawn; queues
 of one batch between the stages keep memory bounded. An item that fails gets
@@ -32,11 +39,15 @@ import grpc
 from netscope.v1 import inspector_pb2 as pb
 
 from . import cancel
+from ..explain import faithfulness
 from ..rpc import convert
 from ..errors import Cancelled, DeadlineExceeded, rich_status
 
 _END = object()
 _POLL_S = 0.1  # how often a blocked stage looks whether the call has ended
+PROGRESS_S = 1.0  # at most one StreamProgress this often, and only while nothing else was sent
+# Forward passes per image of a method's cost class (server/explain/methods.py, COSTS).
+COST_PASSES = {"cheap": 1, "moderate": 10, "expensive": 100}
 
 
 class Stages(Protocol):
@@ -45,6 +56,8 @@ class Stages(Protocol):
     def prepare_explanation(self, request: pb.ExplainRequest): ...
     def compute_explanation(self, job): ...
     def render_explanation(self, job) -> pb.ExplainResponse: ...
+
+# A job between the stages has `part(request, start, stop)`: the job of its images start:stop.
 
 
 def spec_key(request: pb.ExplainRequest) -> bytes:
@@ -106,6 +119,29 @@ def batches_well(request: pb.ExplainRequest) -> bool:
         return False
 
 
+def batch_limit(request: pb.ExplainRequest, stream_batch: int) -> int:
+    """Most images in one device batch of items asking for this explanation.
+
+    A batch holds about stream_batch forward passes' worth of work per image
+    of a cheap method: stream_batch images of a cheap method without
+    metrics, stream_batch // passes as each image costs more passes (its
+    method's cost class, COST_PASSES, plus the faithfulness metrics' passes:
+    44 for the default set), and one when the method fills its own passes
+    (`batches_well`). So the first answers come within seconds however
+    costly each image is: a batch of 32 Grad-CAMs scored by every metric was
+    ten minutes of a CPU before its first answer, and a caller's `--timeout`
+    ran out first. Little is lost: an image's metrics cost many times its map."""
+    from ..explain.methods import method
+
+    if not batches_well(request):
+        return 1
+    try:
+        passes = COST_PASSES[method(request.method).cost] + faithfulness.passes(convert.faithfulness_metrics(request))
+    except Exception:  # noqa: BLE001 - an unknown metric: its own error, at prepare
+        return 1
+    return max(1, stream_batch // passes)
+
+
 def item_error(item: pb.ExplainStreamRequest, exc: BaseException) -> pb.ExplainStreamResponse:
     """One item's error: code and message, and the google.rpc.Status (ErrorInfo,
     BadRequest) a unary Explain would have carried in its trailers."""
@@ -142,23 +178,24 @@ class ExplainStream:
     def run(self, requests: Iterator[pb.ExplainStreamRequest], context) -> Iterator[pb.ExplainStreamResponse]:
         caller = cancel.of_context(context, "ExplainStream")  # its event fires when the call ends, cancelled or not
         stopped = caller.ended
+        state = _State()
+        caller.on_progress = state.progressed  # the work's check points say it moves on
         inbox: queue.Queue = queue.Queue(maxsize=self.max_pending)
         prepared: queue.Queue = queue.Queue(maxsize=1)
         computed: queue.Queue = queue.Queue(maxsize=1)
         idle = threading.Event()  # the compute stage waits for a batch
-        stages = [(self._read, (requests, inbox, stopped)), (self._prepare, (inbox, prepared, stopped, idle)),
-                  (self._compute, (prepared, computed, stopped, idle))]
+        stages = [(self._read, (requests, inbox, stopped, state)), (self._prepare, (inbox, prepared, stopped, idle)),
+                  (self._compute, (prepared, computed, stopped, idle)), (self._render, (computed, stopped, state))]
         for target, args in stages:
             threading.Thread(target=lambda t=target, a=args: self._on_behalf(caller, t, a),
                              name=f"explain-stream{target.__name__}", daemon=True).start()
         try:
             while True:
-                batch = take(computed, stopped)
-                if batch is _END or batch is None:
+                resp = take(state.outbox, stopped)
+                if resp is _END or resp is None:
                     return
-                with cancel.serving(caller):  # not across the yields: the handler's thread is gRPC's
-                    responses = list(self._render(batch))
-                yield from responses
+                state.sent(resp)
+                yield resp
         finally:
             stopped.set()  # the handler is done (or was abandoned): every stage stops
 
@@ -169,9 +206,10 @@ class ExplainStream:
 
     # ---------------------------------------------------------------- stages
 
-    def _read(self, requests, inbox: queue.Queue, stopped: threading.Event) -> None:
+    def _read(self, requests, inbox: queue.Queue, stopped: threading.Event, state: "_State") -> None:
         try:
             for item in requests:
+                state.received(item)
                 if not give(inbox, item, stopped):
                     return
         except Exception:  # noqa: BLE001 - the caller cancelled or went away
@@ -190,7 +228,8 @@ class ExplainStream:
                 give(out, _END, stopped)
                 return
             group, key, images = [first], spec_key(first.request), len(first.request.images)
-            while batches_well(first.request) and images < self.stream_batch and not stopped.is_set():
+            limit = batch_limit(first.request, self.stream_batch)
+            while images < limit and not stopped.is_set():
                 try:  # what is already waiting joins at once
                     nxt = inbox.get(timeout=self.max_wait_s)
                 except queue.Empty:
@@ -199,7 +238,7 @@ class ExplainStream:
                     if idle.is_set():
                         break
                     continue
-                if nxt is _END or spec_key(nxt.request) != key or images + len(nxt.request.images) > self.stream_batch:
+                if nxt is _END or spec_key(nxt.request) != key or images + len(nxt.request.images) > limit:
                     carry = nxt
                     break
                 group.append(nxt)
@@ -257,18 +296,37 @@ class ExplainStream:
                 out.append(Batch.failed(item, exc, batch.started))
         return out
 
-    def _render(self, batch: Batch) -> Iterator[pb.ExplainStreamResponse]:
-        responses = list(batch.errors)
-        if batch.job is not None:
+    def _render(self, inbox: queue.Queue, stopped: threading.Event, state: "_State") -> None:
+        while not stopped.is_set():
+            batch = take(inbox, stopped)
+            if batch is None:
+                return
+            if batch is _END:
+                give(state.outbox, _END, stopped)
+                return
+            for resp in self._answers(batch):
+                if not give(state.outbox, resp, stopped):
+                    return
+
+    def _answers(self, batch: Batch) -> Iterator[pb.ExplainStreamResponse]:
+        """Each item's answer as soon as it is drawn and scored (the errors first)."""
+        for resp in batch.errors:
+            self._observe(resp, batch.model, time.perf_counter() - batch.started)
+            yield resp
+        if batch.job is None:
+            return
+        offset = 0
+        for item in batch.items:
+            n = len(item.request.images)
+            job = batch.job if len(batch.items) == 1 else batch.job.part(item.request, offset, offset + n)
+            offset += n
             try:
-                response = self.stages.render_explanation(batch.job)
-            except Exception as exc:  # noqa: BLE001
-                responses += [item_error(item, exc) for item in batch.items]
-            else:
-                responses += split(batch.items, response)
-        seconds = time.perf_counter() - batch.started
-        for resp in responses:
-            self._observe(resp, batch.model, seconds)
+                resp = pb.ExplainStreamResponse(id=item.id, response=self.stages.render_explanation(job))
+            except (Cancelled, DeadlineExceeded):
+                return  # the stream's caller has gone
+            except Exception as exc:  # noqa: BLE001 - this item's own error
+                resp = item_error(item, exc)
+            self._observe(resp, batch.model, time.perf_counter() - batch.started)
             yield resp
 
     def _observe(self, resp: pb.ExplainStreamResponse, model: str, seconds: float) -> None:
@@ -283,18 +341,43 @@ class ExplainStream:
                                  len(resp.response.explanations))
 
 
-def split(items: list[pb.ExplainStreamRequest], response: pb.ExplainResponse) -> list[pb.ExplainStreamResponse]:
-    """A batch's response cut back into one response per item, in the items' order."""
-    if len(items) == 1:
-        return [pb.ExplainStreamResponse(id=items[0].id, response=response)]
-    out, offset = [], 0
-    for item in items:
-        n = len(item.request.images)
-        part = pb.ExplainResponse(method=response.method, layers=response.layers, timing=response.timing)
-        part.explanations.extend(response.explanations[offset : offset + n])
-        offset += n
-        out.append(pb.ExplainStreamResponse(id=item.id, response=part))
-    return out
+class _State:
+    """One stream's outbox and what its progress messages say."""
+
+    def __init__(self):
+        # Bounded: a caller that reads slowly slows the render stage (gRPC flow control).
+        self.outbox: queue.Queue = queue.Queue(maxsize=4)
+        self._lock = threading.Lock()
+        self._wanted = False  # the caller asked for progress messages
+        self._pending = 0  # items received, not yet answered
+        self._last = time.monotonic()  # when something last left, or the last progress was queued
+
+    def received(self, item: pb.ExplainStreamRequest) -> None:
+        with self._lock:
+            self._wanted = self._wanted or item.progress
+            self._pending += 1
+
+    def sent(self, resp: pb.ExplainStreamResponse) -> None:
+        with self._lock:
+            if not resp.HasField("progress"):
+                self._pending -= 1
+            self._last = time.monotonic()
+
+    def progressed(self) -> None:
+        """Called at the work's check points (often: each block of a forward
+        pass): a StreamProgress when asked for, PROGRESS_S after whatever
+        was last sent, never blocking (a full outbox has answers to send)."""
+        if not self._wanted or time.monotonic() - self._last < PROGRESS_S:
+            return
+        with self._lock:
+            if time.monotonic() - self._last < PROGRESS_S:
+                return
+            self._last = time.monotonic()
+            pending = self._pending
+        try:
+            self.outbox.put_nowait(pb.ExplainStreamResponse(progress=pb.StreamProgress(pending=pending)))
+        except queue.Full:
+            pass
 
 
 def take(q: queue.Queue, stopped: threading.Event):
