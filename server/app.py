@@ -19,7 +19,7 @@ from .errors import ServerError
 from .explain import Ceilings
 from .rpc.convert import DEFAULT_DECODE_THREADS
 from .imaging import DEFAULT_MAX_PIXELS
-from .rpc import reflection
+from .rpc import oip, reflection
 from .runtime import torch_thread
 from .models.model_options import FLAT_KEYS, ModelOptions
 from .models.registry import Registry
@@ -122,9 +122,13 @@ class Server:
                                                               Ceilings().with_overrides(config.explain_limits)),
                                         decode_threads=config.decode_threads)
         pb_grpc.add_InspectorServicer_to_server(self.service, self.grpc)
+        # The Open Inference Protocol (KServe v2) on the same port, over the same registry and path.
+        self._serving = False
+        self.inference = oip.InferenceService(self.service, ready=lambda: self._serving)
+        oip.oip_grpc.add_GRPCInferenceServiceServicer_to_server(self.inference, self.grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable([SERVICE_NAME, health.SERVICE_NAME], self.grpc)
+        reflection.enable([SERVICE_NAME, oip.SERVICE_NAME, health.SERVICE_NAME], self.grpc)
         if security.credentials is not None:
             self.port = self.grpc.add_secure_port(config.address, security.credentials)
         else:
@@ -140,7 +144,8 @@ class Server:
         return f"{host}:{self.port}"
 
     def _set_health(self, status) -> None:
-        for name in ("", SERVICE_NAME):
+        self._serving = status == health_pb2.HealthCheckResponse.SERVING  # OIP's ServerReady says the same
+        for name in ("", SERVICE_NAME, oip.SERVICE_NAME):
             self.health.set(name, status)
 
     def start(self) -> "Server":
@@ -169,6 +174,7 @@ class Server:
         self._stopped.set()
         grace = self.config.grace_s if grace is None else grace
         start = time.monotonic()
+        self._serving = False
         self.health.enter_graceful_shutdown()
         log.info("draining in-flight calls (up to %.3g s); new calls get UNAVAILABLE", grace)
         if not self.grpc.stop(grace).wait(grace + STOP_SLACK_S):

@@ -43,6 +43,16 @@ REQUIRED_ROLE: dict[str, str] = {
         "ExplainStream", "GetServerInfo")},
     "/netscope.v1.Inspector/LoadModel": ADMIN,
     "/netscope.v1.Inspector/UnloadModel": ADMIN,
+    # The Open Inference Protocol. Liveness and readiness are what grpc.health.v1 already says to anyone, and
+    # Kubernetes probes carry no token: open. Model names, metadata and inference: read. The repository's
+    # load and unload: admin, as LoadModel.
+    "/inference.GRPCInferenceService/ServerLive": OPEN,
+    "/inference.GRPCInferenceService/ServerReady": OPEN,
+    **{f"/inference.GRPCInferenceService/{m}": READ for m in (
+        "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer", "ModelConfig", "ModelStatistics",
+        "RepositoryIndex")},
+    "/inference.GRPCInferenceService/RepositoryModelLoad": ADMIN,
+    "/inference.GRPCInferenceService/RepositoryModelUnload": ADMIN,
 }
 
 
