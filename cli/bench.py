@@ -137,11 +137,13 @@ class InProcessModel:
     device_decode: bool = False
     pin_memory: bool = True
 
+    backend: str = ""  # what runs Predict: torch or onnxruntime
     @classmethod
     def of(cls, info) -> "InProcessModel":
         weights = "" if info.weights == "checkpoint" else info.weights
         return cls(info.source, weights, info.device, info.dtype, dict(info.batching), info.channels_last,
-                   info.compile, list(info.compile_batch_sizes), info.device_decode, info.pin_memory)
+                   info.compile, list(info.compile_batch_sizes), info.device_decode, info.pin_memory,
+                   (info.backend or {}).get("name", ""))
 
 
 class InProcess:
@@ -162,7 +164,7 @@ class InProcess:
                                              b.get("max_queue", 0)),
                            channels_last=spec.channels_last, compile=spec.compile,
                            compile_batch_sizes=spec.compile_batch_sizes, device_decode=spec.device_decode,
-                           pin_memory=spec.pin_memory)
+                           pin_memory=spec.pin_memory, backend=spec.backend)
         self.service = InspectorService(self.registry, Limits(max_images=max(256, len(images))))
         self.request = make_request(model_id, rpc, images, method, options)
         self.answer = self.service.predict_response if rpc == "predict" else self.service.explain_response
@@ -183,7 +185,7 @@ class InProcess:
 def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", images_per_request=1, concurrency=1,
         duration=10.0, requests=0, inputs=(), warmup=5, in_process=False, source="", store="models",
         device="", dtype="", in_process_images_per_request=0, in_process_concurrency=0, options=None,
-        connect=None) -> list[BenchResult]:
+        connect=None, backend="") -> list[BenchResult]:
     """Benchmark each way asked for; with in_process, the in-process run comes
     first in the list and the server run after, from the same inputs. The
     in-process model is loaded as the server's is (GetModelInfo), on `device`
@@ -204,6 +206,10 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", ima
             spec.source = source or spec.source
             spec.device, spec.dtype = device or spec.device, dtype or spec.dtype
             local_n = in_process_images_per_request or images_per_request
+            if backend:  # the in-process model's own Predict runtime; compile belongs to torch
+                spec.backend = backend
+                if backend != "torch":
+                    spec.compile, spec.compile_batch_sizes = "", []
             local_callers = in_process_concurrency or concurrency
             local_images = [pool[i % len(pool)] for i in range(local_n)]
             local = InProcess(model, spec, store, rpc, local_images, method, options)
@@ -251,6 +257,8 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="", help="device of the --in-process model (default: the server's)")
     p.add_argument("--dtype", default="", help="dtype of the --in-process model (default: the server's)")
     p.add_argument("--in-process-images-per-request", type=int, default=0, metavar="N",
+    p.add_argument("--backend", default="", choices=("", "torch", "onnxruntime"),
+                   help="what runs Predict in the --in-process model: torch or onnxruntime (default: the server's)")
                    help="images in each in-process request (default --images-per-request), e.g. 64 against 64 "
                         "callers of one image")
     add_renamed_flag(p, "--in-process-batch", "--in-process-images-per-request", type=int,
@@ -274,7 +282,7 @@ def cmd_bench(args) -> int:
                         store=args.store, device=args.device, dtype=args.dtype,
                         in_process_images_per_request=args.in_process_images_per_request,
                         in_process_concurrency=args.in_process_concurrency,
-                        options=chosen_options(args), connect=connection(args))
+                        options=chosen_options(args), connect=connection(args), backend=args.backend)
     if args.json:
         print_json(results)
         return 0

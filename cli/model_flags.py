@@ -22,6 +22,9 @@ MODEL_OPTION_FLAGS = (
                                                        "preprocess there")),
     ("--no-pin-memory", dict(dest="pin_memory", action="store_false",
                              help="no pinned host batches / non-blocking copies (CUDA models)")),
+    ("--backend", dict(choices=("torch", "onnxruntime"),
+                       help="what runs Predict: torch (default) or onnxruntime (exported to ONNX at load and "
+                            "checked against the torch module; needs netscope[onnx]); explanations stay on torch")),
 )
 MODEL_OPTION_NAMES = tuple(kw.get("dest", flag[2:].replace("-", "_")) for flag, kw in MODEL_OPTION_FLAGS)
 # Server-wide on `serve` (ServerConfig.device/dtype, the default of every model), per model on `load`.

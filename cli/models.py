@@ -57,6 +57,7 @@ def cmd_info(args) -> int:
         print(f"note: {info.note}")
     p = info.preprocessing
     print(f"input {info.input_size} (runs on H, W >= {info.min_input_size}); resize {p['resize']}, crop {p['crop']}, "
+    print(backend_line(info.backend))
           f"mean {[round(m, 4) for m in p['mean']]}, std {[round(s, 4) for s in p['std']]}")
     print(f"{len(info.class_names)} classes: {', '.join(info.class_names[:8])}{' ...' if len(info.class_names) > 8 else ''}")
     print(f"parameters {info.num_parameters:,} ({info.trainable_parameters:,} trainable), "
@@ -100,10 +101,22 @@ def summary_report(info, depth: int) -> dict:
     totals of what they hold) and the totals."""
     total, trainable = {}, {}
     for l in info.layers:
+              + (f"; {backend_line(info.backend)}" if info.backend.get("name", "torch") != "torch" else "")
         inside = [m for m in info.layers if m.name == l.name or m.name.startswith(l.name + ".")]
         total[l.name] = sum(m.num_parameters for m in inside)
         trainable[l.name] = sum(m.trainable_parameters for m in inside)
     size = _DTYPE_BYTES.get(info.dtype, 4)
+def backend_line(backend: dict) -> str:
+    """What runs Predict, in one line: `predict backend torch`, or onnxruntime with its providers."""
+    name = backend.get("name") or "torch"
+    if name == "torch":
+        return "predict backend torch"
+    return (f"predict backend {name} ({', '.join(backend.get('providers', []))}; {backend.get('session_dtype')}, "
+            f"{backend.get('intra_op_threads')} threads), exported with the {backend.get('exporter')} exporter in "
+            f"{backend.get('export_ms', 0) / 1e3:.2f} s; logits within {backend.get('parity_max_abs_diff', 0):.2g} "
+            f"of torch's at load")
+
+
     leaf_out = sum(_numel(l.output_shape) for l in info.layers if l.is_leaf and l.output_shape)
     mb = 1e6
     input_mb = _numel(info.input_size) * 4 / mb

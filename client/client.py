@@ -230,6 +230,9 @@ class ModelInfo:
 
     def layer(self, name: str) -> Layer:
         return next(l for l in self.layers if l.name == name)
+    # What runs Predict: {"name": "torch"} or "onnxruntime" with its providers (best first), exporter,
+    # export_ms, parity_max_abs_diff and parity_tolerance (logits, at load), session_dtype, intra_op_threads.
+    backend: dict = field(default_factory=dict)
 
 
 def model_options_message(**options) -> pb.ModelOptions:
@@ -258,7 +261,8 @@ def _options_dict(o: pb.ModelOptions) -> dict:
     return {"device": o.device, "dtype": o.dtype, "max_batch_size": o.batching.max_batch_size,
             "max_delay_ms": o.batching.max_delay_ms, "max_queue": o.batching.max_queue,
             "channels_last": o.channels_last, "compile": o.compile, "compile_batch_sizes": list(o.compile_batch_sizes),
-            "device_decode": o.device_decode, "pin_memory": o.pin_memory if o.HasField("pin_memory") else True}
+            "device_decode": o.device_decode, "pin_memory": o.pin_memory if o.HasField("pin_memory") else True,
+            "backend": o.backend or "torch"}
 
 
 def _model_info(m: pb.ModelInfo) -> ModelInfo:
@@ -280,6 +284,11 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
                       l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
     )
+        backend=({"name": m.backend.name, "providers": list(m.backend.providers), "exporter": m.backend.exporter,
+                  "export_ms": m.backend.export_ms, "parity_max_abs_diff": m.backend.parity_max_abs_diff,
+                  "parity_tolerance": m.backend.parity_tolerance, "session_dtype": m.backend.session_dtype,
+                  "intra_op_threads": m.backend.intra_op_threads}
+                 if m.HasField("backend") else {"name": "torch"}),
 
 
 @dataclass
@@ -498,7 +507,11 @@ class Client:
         path, each piece on or off: channels_last, compile ("default",
         "reduce-overhead", "max-autotune", ...) for Predict at
         compile_batch_sizes, device_decode (JPEGs decoded on the model's
-        device), pin_memory (default on). An unknown keyword is a TypeError;
+        device), pin_memory (default on); backend ("torch", the default, or
+        "onnxruntime": Predict through an ONNX Runtime session exported at
+        load; FAILED_PRECONDITION ONNX_EXPORT / ONNX_PARITY when the model
+        does not export or its session disagrees with the module, or
+        ONNXRUNTIME_MISSING). An unknown keyword is a TypeError;
         a bad value INVALID_ARGUMENT naming `options.NAME`."""
         req = pb.LoadModelRequest(model=model, source=source, weights=weights, arch=arch, num_classes=num_classes,
                                   options=model_options_message(**options))
