@@ -237,3 +237,26 @@ def test_a_half_model_on_the_cpu_is_served_by_a_float32_session():
     with torch.inference_mode():
         ref = module.float()(x)
     torch.testing.assert_close(forward(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_oip_model_infer_gives_torchs_probabilities(server, client, pairs, photo_files):
+    """The Open Inference Protocol's ModelInfer rides the same Predict path: the session answers it."""
+    from netscope.inference import grpc_service_pb2 as oip
+    from netscope.inference import grpc_service_pb2_grpc as oip_grpc
+
+    jpeg = photo_files["chelsea"].read_bytes()
+    answers = {}
+    with grpc.insecure_channel(server.address) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        for model_id in pairs["r18"]:
+            request = oip.ModelInferRequest(model_name=model_id)
+            request.inputs.add(name="images", datatype="BYTES", shape=[1],
+                               contents=oip.InferTensorContents(bytes_contents=[jpeg]))
+            request.outputs.add(name="probabilities")
+            response = stub.ModelInfer(request, timeout=60)
+            answers[model_id] = np.asarray(response.outputs[0].contents.fp32_contents, dtype=np.float32)
+    torch_p, ort_p = (answers[m] for m in pairs["r18"])
+    assert torch_p.shape == (1000,) and np.argmax(torch_p) == np.argmax(ort_p)
+    np.testing.assert_allclose(ort_p, torch_p, atol=PROB_ATOL)
+    np.testing.assert_allclose(ort_p, client.predict(pairs["r18"][1], jpeg, probabilities=True)[0].probabilities,
+                               atol=1e-7)
