@@ -21,6 +21,7 @@ from .connection import client_parser, connection
 from .deprecated import add_renamed_flag
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .output import print_json, print_table
+from .bench_oip import oip_caller
 
 
 @dataclass
@@ -185,14 +186,16 @@ class InProcess:
 def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", images_per_request=1, concurrency=1,
         duration=10.0, requests=0, inputs=(), warmup=5, in_process=False, source="", store="models",
         device="", dtype="", in_process_images_per_request=0, in_process_concurrency=0, options=None,
-        connect=None, backend="") -> list[BenchResult]:
+        connect=None, backend="", protocol="netscope") -> list[BenchResult]:
     """Benchmark each way asked for; with in_process, the in-process run comes
     first in the list and the server run after, from the same inputs. The
     in-process model is loaded as the server's is (GetModelInfo), on `device`
     as `dtype` when given; it may run its own images per request and number
     of callers (e.g. one caller of 64 images against 64 callers of one).
     `connect`: Client keywords for every server (tls, root_certificates,
-    client_cert, client_key, token, server_name_override)."""
+    client_cert, client_key, token, server_name_override). `protocol`:
+    netscope (Predict / Explain), oip (ModelInfer, the same images, top-5 by
+    Triton's classification) or both (netscope, then oip, in this run)."""
     pool = load_inputs(list(inputs))
     images = [pool[i % len(pool)] for i in range(images_per_request)]
     results = []
@@ -220,11 +223,14 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", ima
                 local.close()
             results.append(summarize("in-process", rpc, local_n, local_callers, lat, secs, errs, timings))
             results[-1].model = asdict(spec)
-        call = rpc_caller(clients, model, rpc, images, method, options)
-        lat, secs, errs, timings = drive(call, concurrency=concurrency, duration=duration, requests=requests,
-                                         warmup=warmup)
-        results.append(summarize(",".join(servers), rpc, images_per_request, concurrency, lat, secs, errs, timings))
-        results[-1].model = asdict(served)
+        for way in (("netscope", "oip") if protocol == "both" else (protocol,)):
+            call = (oip_caller(clients, model, images) if way == "oip"
+                    else rpc_caller(clients, model, rpc, images, method, options))
+            lat, secs, errs, timings = drive(call, concurrency=concurrency, duration=duration, requests=requests,
+                                             warmup=warmup)
+            target = ",".join(servers) + (" (OIP ModelInfer)" if way == "oip" else "")
+            results.append(summarize(target, rpc, images_per_request, concurrency, lat, secs, errs, timings))
+            results[-1].model = asdict(served)
         if rpc == "explain":
             for r in results:
                 r.method, r.options = method, dict(options or {})
@@ -240,6 +246,9 @@ def add_commands(sub) -> None:
     p = client_parser(sub, "bench", "measure latency and throughput", cmd_bench, fleet=True)
     p.add_argument("--model", required=True)
     p.add_argument("--rpc", choices=["predict", "explain"], default="predict")
+    p.add_argument("--protocol", choices=["netscope", "oip", "both"], default="netscope",
+                   help="netscope.v1 Predict/Explain, the Open Inference Protocol's ModelInfer (--rpc predict), or "
+                        "both in this run")
     p.add_argument("--method", default="grad_cam", help="explanation method for --rpc explain")
     option_flag(p, "an option of that explanation (repeatable), e.g. batch_size=64")
     add_option_flags(p, "explanation options, for --rpc explain")
@@ -276,13 +285,18 @@ def cmd_bench(args) -> int:
         if value < low:
             print(f"netscope bench: {flag} must be >= {low}; got {value}", file=sys.stderr)
             return 2
+    if args.protocol != "netscope" and args.rpc != "predict":
+        print("netscope bench: --protocol oip times ModelInfer, netscope.v1's Predict; use --rpc predict",
+              file=sys.stderr)
+        return 2
     results = run(servers, args.model, rpc=args.rpc, method=args.method, images_per_request=args.images_per_request,
                         concurrency=args.concurrency, duration=args.duration, requests=args.requests,
                         inputs=args.input, warmup=args.warmup, in_process=args.in_process, source=args.source,
                         store=args.store, device=args.device, dtype=args.dtype,
                         in_process_images_per_request=args.in_process_images_per_request,
                         in_process_concurrency=args.in_process_concurrency,
-                        options=chosen_options(args), connect=connection(args), backend=args.backend)
+                        options=chosen_options(args), connect=connection(args), backend=args.backend,
+                        protocol=args.protocol)
     if args.json:
         print_json(results)
         return 0

@@ -11,6 +11,7 @@ from .connection import client_parser, connection
 from . import explain_schema
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .out_folder import out_folder
+from . import explain_ray
 from .output import print_json, print_table
 
 
@@ -50,6 +51,7 @@ def add_commands(sub) -> None:
     p.add_argument("--metrics", action="store_true",
                    help="faithfulness metrics per image in the index, and their means per method")
     p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")
+    explain_ray.add_flags(p)
     p = client_parser(sub, "pointing", "pointing-game accuracy of explanation methods on images with known boxes",
                       cmd_pointing)
     p.add_argument("folder", help="images plus boxes.csv (netscope.training.data.export_shapes writes one)")
@@ -87,6 +89,8 @@ def cmd_explain(args) -> int:
     from netscope.client.client import explain_request
     from netscope.client.job_summary import job_summary, method_summary, table
 
+    if (code := explain_ray.check(args)) is not None:
+        return code
     options = chosen_options(args)
     methods = list(dict.fromkeys(args.methods or ["grad_cam"]))
     try:
@@ -95,7 +99,8 @@ def cmd_explain(args) -> int:
         print(f"netscope explain: {exc}", file=sys.stderr)
         return 2
     out = out_folder(args.out)
-    images = jobs.find_images(args.inputs, exclude=out)
+    ray_engine = args.engine == "ray"
+    images = explain_ray.find_images(args, out) if ray_engine else jobs.find_images(args.inputs, exclude=out)
     try:
         labels = jobs.folder_labels(args.inputs, images) if args.target_from_folder else None
     except ValueError as exc:
@@ -116,8 +121,9 @@ def cmd_explain(args) -> int:
             spec = explain_request(args.model, [], method, args.target, args.layer or (), True, False,
                                    args.colormap, args.alpha, args.metrics, 0, options_of[method], sign=args.sign,
                                    clip_percentile=args.clip_percentile)
-            job = jobs.ExplainJob(args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight,
-                                  timeout=args.timeout, on_server_lost=lost, connect=connection(args), labels=labels)
+            job = explain_ray.make_job(args, spec, folder, labels) if ray_engine else jobs.ExplainJob(
+                args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight, timeout=args.timeout,
+                on_server_lost=lost, connect=connection(args), labels=labels)
             bar.set_description(method)
             report = job.run(images=images, progress=bar.update)
             if report.replaced:

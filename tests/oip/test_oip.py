@@ -235,3 +235,13 @@ def test_health_and_reflection_list_the_service(oip_server):
             iter(requests), metadata=TOKEN, timeout=10)
     assert "inference.GRPCInferenceService" in {s.name for s in listed.list_services_response.service}
     assert found.file_descriptor_response.file_descriptor_proto, found.error_response
+
+
+def test_bench_times_both_protocols_in_one_run(oip_server, jpeg):
+    from netscope.cli import bench
+
+    results = bench.run([oip_server.address], "demo", protocol="both", requests=6, warmup=1, inputs=[str(jpeg)],
+                        connect={"token": READ})
+    assert [r.target.endswith("(OIP ModelInfer)") for r in results] == [False, True]
+    assert all(r.requests == 6 and not r.errors for r in results), [r.errors for r in results]
+    assert results[0].server_ms and not results[1].server_ms  # the protocol carries no time split
