@@ -10,7 +10,7 @@ from netscope.client.client import NetscopeError
 from netscope.client.connection import ConnectionSettingsError
 
 from . import bench, discovery, explain, inspection, models, predict, serve, train
-from .out_folder import OutPathError
+from .preflight import UsageError, check as preflight
 
 # In the order `netscope --help` lists them.
 GROUPS = (serve, train, models, discovery, predict, inspection, explain, bench)
@@ -36,6 +36,7 @@ def print_error_details(exc: NetscopeError) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        preflight(args)  # every path and port the command declared, before any work
         return args.run(args)
     except NetscopeError as exc:
         print(f"netscope {args.command}: {exc.code.name}: {exc.message}", file=sys.stderr)
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"netscope {args.command}: {exc}", file=sys.stderr)
         return 1
-    except (ConnectionSettingsError, OutPathError) as exc:  # half an mTLS pair, ...; an --out that is no folder
+    except (ConnectionSettingsError, UsageError) as exc:  # half an mTLS pair, ...; a path or port that cannot work
         print(f"netscope {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from .connection import client_parser, connection
 from .deprecated import add_renamed_flag
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .output import print_json, print_table
+from .preflight import Images, declare
 from .bench_oip import oip_caller
 
 
@@ -274,6 +275,7 @@ def add_commands(sub) -> None:
                      why="images in each in-process request")
     p.add_argument("--in-process-concurrency", type=int, default=0, metavar="N",
                    help="in-process callers (default --concurrency)")
+    declare(p, Images("--input", allow=("random",)))
 
 
 def cmd_bench(args) -> int:

@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 
 from netscope.client.client import DEFAULT_SERVER
+from netscope.client.connection import ENV_CA, ENV_CERT, ENV_KEY
+
+from .preflight import ReadFile, declare
 
 
 def client_parser(sub, name: str, help: str, run, *, fleet: bool = False,
@@ -31,6 +34,8 @@ def client_parser(sub, name: str, help: str, run, *, fleet: bool = False,
     token.add_argument("--token", help="bearer token ($NETSCOPE_TOKEN); --token-file keeps it out of `ps`")
     token.add_argument("--token-file", metavar="FILE", help="file whose first line is the bearer token")
     p.set_defaults(run=run)
+    declare(p, ReadFile("--tls-ca", env=ENV_CA), ReadFile("--tls-cert", env=ENV_CERT),
+            ReadFile("--tls-key", env=ENV_KEY), ReadFile("--token-file"))
     return p
 
 

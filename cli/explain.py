@@ -11,6 +11,7 @@ from .connection import client_parser, connection
 from . import explain_schema
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .out_folder import out_folder
+from .preflight import ImagesOrFolders, OutFolder, ReadFolder, declare
 from . import explain_ray
 from .output import print_json, print_table
 
@@ -51,6 +52,7 @@ def add_commands(sub) -> None:
     p.add_argument("--metrics", action="store_true",
                    help="faithfulness metrics per image in the index, and their means per method")
     p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")
+    declare(p, ImagesOrFolders("INPUT", "inputs"), OutFolder("--out"))
     explain_ray.add_flags(p)
     p = client_parser(sub, "pointing", "pointing-game accuracy of explanation methods on images with known boxes",
                       cmd_pointing)
@@ -61,6 +63,7 @@ def add_commands(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.0, help="a peak this many pixels from its box still hits")
     option_flag(p, "an explanation option for every method (repeatable), e.g. samples=400")
     add_option_flags(p, "explanation options, for every method")
+    declare(p, ReadFolder("FOLDER", "folder"))
 
 
 def options_per_method(methods: list[str], options: dict) -> dict[str, dict]:

@@ -8,6 +8,7 @@ from netscope.client.client import Client
 from .connection import client_parser, connection
 from .out_folder import file_part, out_folder
 from .output import print_json, print_table
+from .preflight import Images, OutFolder, declare
 
 
 def add_commands(sub) -> None:
@@ -27,6 +28,7 @@ def add_commands(sub) -> None:
     p.add_argument("--max-tiles", type=int, default=0, help="most channels drawn per grid (default 64)")
     p.add_argument("--nrow", type=int, default=0, help="tiles per row")
     p.add_argument("--tile-size", type=int, default=0, help="pixels per tile (default: natural size)")
+    declare(p, Images("IMAGE", "images"), OutFolder("--out"))
     p = client_parser(sub, "kernels", "a conv layer's kernels as a PNG grid", cmd_kernels)
     p.add_argument("--model", required=True)
     p.add_argument("--layer", required=True, help="a Conv2d layer's qualified name")
@@ -38,6 +40,7 @@ def add_commands(sub) -> None:
     p.add_argument("--max-tiles", type=int, default=0, help="most tiles drawn (default 64)")
     p.add_argument("--nrow", type=int, default=0, help="tiles per row")
     p.add_argument("--tile-size", type=int, default=32, help="pixels per tile (default 32; 0: one per weight)")
+    declare(p, OutFolder("--out"))
     p = client_parser(sub, "stats", "weight (and, with images, gradient) statistics per layer", cmd_stats)
     p.add_argument("images", nargs="*", help="image files: also one backward pass and gradient statistics")
     p.add_argument("--model", required=True)
@@ -46,6 +49,7 @@ def add_commands(sub) -> None:
     p.add_argument("--range", type=float, nargs=2, metavar=("MIN", "MAX"), help="histogram range (default: the data's)")
     p.add_argument("--target", help="class index or label whose logit is differentiated (default: top-1)")
     p.add_argument("--labels", type=int, nargs="+", help="true label per image: differentiate the cross-entropy")
+    declare(p, Images("IMAGE", "images"))
 
 
 def _target_arg(text: str | None):

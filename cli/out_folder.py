@@ -18,13 +18,35 @@ import os
 import re
 from pathlib import Path
 
+from netscope.training.paths import folder_problem
+
+from .preflight import UsageError
+
 # Suffixes of the files the commands write (or that a user may mean): a path
 # ending in one of these is a file name, not a folder.
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".npz", ".json", ".csv", ".txt")
 
 
-class OutPathError(ValueError):
+class OutPathError(UsageError):
     """--out cannot be used as the output folder; the CLI exits 2 (a usage error)."""
+
+
+def out_folder_problem(value: str | os.PathLike, flag: str = "--out") -> str | None:
+    """Why `value` cannot be the output folder (the whole message, naming `flag`),
+    or None. Creates nothing: a refused command leaves no empty folder behind."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        why = folder_problem(path)
+        return f"{flag} {path}: the folder is not writable ({why}); choose another folder" if why else None
+    if path.exists():
+        return (f"{flag} {path} is a file; {flag} is always a folder (the files in it are named by what "
+                f"they hold): give a folder")
+    if path.suffix.lower() in FILE_SUFFIXES:
+        return (f"{flag} {path} looks like a file name; {flag} is always a folder, created if missing, and "
+                f"the files in it are named by what they hold: give the folder, e.g. {flag} "
+                f"{path.parent if str(path.parent) != '.' else '.'}")
+    why = folder_problem(path)
+    return f"{flag} {path}: cannot create the folder ({why}); choose a folder you can write" if why else None
 
 
 def out_folder(value: str | os.PathLike, flag: str = "--out") -> Path:
@@ -32,18 +54,10 @@ def out_folder(value: str | os.PathLike, flag: str = "--out") -> Path:
     (with its parents) if missing. Raises OutPathError saying what to change:
     a file-like name, a path through or onto a file, a folder that cannot be
     created or written."""
+    why = out_folder_problem(value, flag)
+    if why:
+        raise OutPathError(why)
     path = Path(value).expanduser()
-    if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise OutPathError(f"{flag} {path}: the folder is not writable; choose another folder")
-        return path
-    if path.exists():
-        raise OutPathError(f"{flag} {path} is a file; {flag} is always a folder (the files in it are named by what "
-                           f"they hold): give a folder")
-    if path.suffix.lower() in FILE_SUFFIXES:
-        raise OutPathError(f"{flag} {path} looks like a file name; {flag} is always a folder, created if missing, and "
-                           f"the files in it are named by what they hold: give the folder, e.g. {flag} "
-                           f"{path.parent if str(path.parent) != '.' else '.'}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -7,6 +7,7 @@ from netscope.client.client import Client
 
 from .connection import client_parser, connection
 from .output import print_table, print_json
+from .preflight import Images, declare
 
 
 def add_commands(sub) -> None:
@@ -14,6 +15,7 @@ def add_commands(sub) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True)
     p.add_argument("-k", type=int, default=0, help="how many classes per image (default 5)")
+    declare(p, Images("IMAGE", "images"))
 
 
 def cmd_predict(args) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .deprecated import add_renamed_flag, warn_renamed
 from .model_flags import SERVER_WIDE_OPTIONS, add_model_options, model_options
+from .preflight import ReadFile, UsageError, bind_problem, declare, read_folder_problem
 
 
 def add_commands(sub) -> None:
@@ -55,6 +56,7 @@ def add_commands(sub) -> None:
                    help="allow a non-loopback --address with neither TLS nor tokens")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(run=cmd_serve)
+    declare(p, ReadFile("--config"))
 
 
 def explain_limit(text: str) -> tuple[str, int]:
@@ -119,6 +121,7 @@ def server_config(args):
     if config.decode_threads < 0:
         raise SystemExit(f"netscope serve: --decode-threads must be >= 0 (1: decode serially); got {config.decode_threads}")
     check_security(config)  # before the demo model trains for a minute
+    check_store_and_ports(config, trains_demo=not models or any(m.source in ("demo", "demo.pt") for m in models))
     config.models = models or [m.with_options(**per_model) for m in default_models(config)]
     return config
 
@@ -149,6 +152,27 @@ def check_security(config) -> None:
     except ConfigError as exc:
         print(f"netscope serve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def check_store_and_ports(config, trains_demo: bool) -> None:
+    """What serve writes and listens on, before the demo trains or a model loads:
+    the store (a folder; writable when the demo must be trained into it), the
+    gRPC address and the metrics port (free to listen on). Raises UsageError (exit 2)."""
+    from netscope.training.paths import folder_problem
+
+    store = Path(config.store)
+    why = read_folder_problem(store) if store.exists() else None
+    if not why and trains_demo and not (store / "demo.pt").is_file():
+        why = folder_problem(store)
+        why = why and f"the demo model is trained into it, but {why}"
+    if why:
+        raise UsageError(f"--store {store}: {why}; pass another --store")
+    why = bind_problem(config.address, "--address")
+    if not why and config.metrics_port:
+        host = config.address.rpartition(":")[0] or "127.0.0.1"
+        why = bind_problem(f"{host}:{config.metrics_port}", "--metrics-port")
+    if why:
+        raise UsageError(why)
 
 
 def default_models(config) -> list:

@@ -53,8 +53,8 @@ def test_load_and_unload(run_cli):
 def test_errors_are_one_readable_line_and_exit_1(run_cli, photo_files):
     code, out, err = run_cli("predict", "--model", "nope", str(photo_files["chelsea"]))
     assert code == 1 and err.startswith("netscope predict: NOT_FOUND:") and "Traceback" not in err
-    code, _, err = run_cli("predict", "--model", "r18", "/no/such/file.jpg")
-    assert code == 1 and "No such file" in err
+    code, _, err = run_cli("predict", "--model", "r18", "/no/such/file.jpg")  # a usage error, before any request
+    assert code == 2 and "IMAGE /no/such/file.jpg: no such file" in err and "(/no does not exist)" in err
 
 
 def free_port() -> int:
