@@ -37,7 +37,7 @@ def test_client_keywords_reach_the_model_and_info_reports_them(client, unload):
     unload("mo-client")
     assert info.options == {"device": "cpu", "dtype": "bfloat16", "max_batch_size": 3, "max_delay_ms": 7.5,
                             "max_queue": 0, "channels_last": True, "compile": "", "compile_batch_sizes": [],
-                            "device_decode": False, "pin_memory": False}
+                            "device_decode": False, "pin_memory": False, "backend": "torch"}
     assert client.model_info("mo-client").options == info.options
     assert info.batching["max_batch_size"] == 3 and info.channels_last  # the older ModelInfo fields still filled
     with pytest.raises(TypeError, match="max_batch_size"):

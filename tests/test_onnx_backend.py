@@ -260,3 +260,31 @@ def test_oip_model_infer_gives_torchs_probabilities(server, client, pairs, photo
     np.testing.assert_allclose(ort_p, torch_p, atol=PROB_ATOL)
     np.testing.assert_allclose(ort_p, client.predict(pairs["r18"][1], jpeg, probabilities=True)[0].probabilities,
                                atol=1e-7)
+
+
+def _gpu_onnxruntime() -> bool:
+    import onnxruntime
+
+    return torch.cuda.is_available() and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+@pytest.mark.skipif(not _gpu_onnxruntime(), reason="needs a GPU and onnxruntime-gpu (scripts/gpu_check.sh runs it)")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_gpu_providers_serve_a_cuda_model(tmp_path, dtype):
+    """On a GPU the session takes TensorRT (when installed) or CUDA first and reads the batch on the device."""
+    from netscope.server.models.registry import Registry
+
+    registry = Registry(tmp_path, default_device="cuda")
+    try:
+        ort_model = registry.load("g_ort", "resnet18", dtype=dtype, backend="onnxruntime")
+        torch_model = registry.load("g_torch", "resnet18", dtype=dtype)
+        assert ort_model.ort.providers[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+        assert ort_model.ort.dtype == getattr(torch, dtype)
+        x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+        got, want = ort_model.infer(x.cuda()), torch_model.infer(x.cuda())
+        assert torch.equal(got.argmax(1), want.argmax(1))
+        tol = 1e-3 if dtype == "float32" else 5e-2
+        assert float((got - want).abs().max()) <= tol * max(1.0, float(want.abs().max()))
+    finally:
+        for m in list(registry.list()):
+            registry.unload(m.id)
