@@ -155,9 +155,10 @@ def check_security(config) -> None:
 
 
 def check_store_and_ports(config, trains_demo: bool) -> None:
-    """What serve writes and listens on, before the demo trains or a model loads:
-    the store (a folder; writable when the demo must be trained into it), the
-    gRPC address and the metrics port (free to listen on). Raises UsageError (exit 2)."""
+    """What serve writes and listens on, before the demo trains: the store (a
+    folder; writable when the demo must be trained into it) and, when the demo
+    trains first, the gRPC address and the metrics port (free to listen on;
+    otherwise the server binds them before it loads any model). Raises UsageError (exit 2)."""
     from netscope.training.paths import folder_problem
 
     store = Path(config.store)
@@ -167,6 +168,8 @@ def check_store_and_ports(config, trains_demo: bool) -> None:
         why = why and f"the demo model is trained into it, but {why}"
     if why:
         raise UsageError(f"--store {store}: {why}; pass another --store")
+    if not trains_demo:
+        return
     why = bind_problem(config.address, "--address")
     if not why and config.metrics_port:
         host = config.address.rpartition(":")[0] or "127.0.0.1"

@@ -95,3 +95,52 @@ def run_cli(server):
         return code, out.getvalue(), err.getvalue()
 
     return run
+
+
+# ---------------------------------------------------------------- the checkout stays clean (issue 17)
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Caches and environments that belong in the checkout; everything else a test writes goes to tmp_path.
+_ALLOWED = (".venv", ".venv-triton", ".hypothesis", ".pytest_cache", ".benchmarks", ".ts", ".whl", "build", "dist")
+_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".npz", ".pt", ".csv", ".json", ".onnx", ".log")
+
+
+def checkout_leftovers() -> set[str] | None:
+    """What a run may leave in the checkout by mistake: ignored files outside the
+    allowed caches (runs/, models/, ...), and untracked outputs (images, arrays,
+    checkpoints, tables). None when this is not a git checkout."""
+    import subprocess
+
+    exclude = [f":(exclude){p}" for p in _ALLOWED] + [":(exclude,glob)**/__pycache__/**", ":(exclude,glob)*.egg-info/**"]
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain", "--ignored", "-uall", "--", ".", *exclude], cwd=CHECKOUT,
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode:
+        return None
+    return {line[3:] for line in proc.stdout.splitlines()
+            if line.startswith("!! ") or (line.startswith("?? ") and line.endswith(_SUFFIXES))}
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_LEFTOVERS] = checkout_leftovers()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when tests wrote into the checkout (a runs/ TensorBoard folder,
+    a models/ store, a PNG in the current folder): tests write under tmp_path."""
+    before = session.config.stash.get(_LEFTOVERS, None)
+    after = checkout_leftovers()
+    if before is None or after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        shown = "\n  ".join(new[:20]) + ("\n  ..." if len(new) > 20 else "")
+        session.config.get_terminal_writer().line(
+            f"\nthe tests wrote into the checkout ({CHECKOUT}); write under tmp_path instead "
+            f"(e.g. train --logdir/--no-tensorboard, serve --store, --out):\n  {shown}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_LEFTOVERS = pytest.StashKey()
