@@ -2,15 +2,18 @@
 servers) and `netscope pointing` (the pointing game against known boxes)."""
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 
-from netscope.client.client import DEFAULT_SERVER, Client
+from netscope.client.client import DEFAULT_METRICS, DEFAULT_SERVER, FAITHFULNESS_METRICS, Client
 
 from .connection import client_parser, connection
 from . import explain_schema
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .out_folder import out_folder
+from .progress import job_progress
 from .preflight import ImagesOrFolders, OutFolder, ReadFolder, declare
 from . import explain_ray
 from .output import print_json, print_table
@@ -18,9 +21,9 @@ from .output import print_json, print_table
 
 def add_commands(sub) -> None:
     p = client_parser(sub, "explain", "explain images or folders: overlay PNGs and an index.csv", cmd_explain, fleet=True,
-                      timeout_help="seconds a server may hold images without answering before its images "
-                                   "go to the other servers")
-    p.add_argument("inputs", nargs="+", help="image files and folders (walked recursively)")
+                      timeout_help="seconds a server may hold images without progress (no answer, no progress "
+                                   "message) before its images go to the other servers; one slow image is progress")
+    p.add_argument("inputs", nargs="*", help="image files and folders (walked recursively)")
     p.add_argument("--model", required=True)
     p.add_argument("--method", dest="methods", action="append", metavar="METHOD",
                    help="explanation method (repeatable: each gets OUT/METHOD/; default grad_cam)")
@@ -49,8 +52,10 @@ def add_commands(sub) -> None:
     p.add_argument("--clip-percentile", type=float, default=None, metavar="PERCENT",
                    help="signed modes: percent of the |attribution| mass that saturates the colormap, as Captum's "
                         "outlier_perc (default 2)")
-    p.add_argument("--metrics", action="store_true",
-                   help="faithfulness metrics per image in the index, and their means per method")
+    p.add_argument("--metrics", nargs="?", action=MetricsFlag, default=None, metavar="NAME[,NAME...]",
+                   help="faithfulness metrics per image in the index, and their means per method: any of "
+                        f"{', '.join(FAITHFULNESS_METRICS)} or all (bare --metrics: {', '.join(DEFAULT_METRICS)}; "
+                        "ROAD costs seconds an image on a CPU, more than the rest together)")
     p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")
     declare(p, ImagesOrFolders("INPUT", "inputs"), OutFolder("--out"))
     explain_ray.add_flags(p)
@@ -64,6 +69,26 @@ def add_commands(sub) -> None:
     option_flag(p, "an explanation option for every method (repeatable), e.g. samples=400")
     add_option_flags(p, "explanation options, for every method")
     declare(p, ReadFolder("FOLDER", "folder"))
+
+
+class MetricsFlag(argparse.Action):
+    """--metrics [NAME,NAME...]: the names, or DEFAULT_METRICS when bare. A
+    bare --metrics before an input (`--metrics photos/ --out out/`) is read
+    as bare, and the input as an input: a value that names a path, or holds a
+    '/' or a '.', is never a metric list. Unknown names are the server's to
+    refuse (INVALID_ARGUMENT, METRIC_NOT_FOUND, naming the valid ones)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        names = list(getattr(namespace, self.dest, None) or [])
+        if value is None or "/" in value or "." in value or os.path.exists(value):
+            if value is not None:
+                namespace.metrics_inputs = [*(getattr(namespace, "metrics_inputs", None) or []), value]
+                namespace.inputs = [*(getattr(namespace, "inputs", None) or []), value]  # for the preflight
+            chosen = list(DEFAULT_METRICS)
+        else:
+            chosen = [n.strip() for n in value.split(",") if n.strip()]
+            chosen = list(FAITHFULNESS_METRICS) if chosen == ["all"] else chosen
+        setattr(namespace, self.dest, list(dict.fromkeys(names + chosen)))
 
 
 def options_per_method(methods: list[str], options: dict) -> dict[str, dict]:
@@ -92,6 +117,11 @@ def cmd_explain(args) -> int:
     from netscope.client.client import explain_request
     from netscope.client.job_summary import job_summary, method_summary, table
 
+    # An input right after a bare --metrics went to it (MetricsFlag); argparse may have reset inputs since.
+    args.inputs = list(dict.fromkeys([*(args.inputs or []), *getattr(args, "metrics_inputs", [])]))
+    if not args.inputs:
+        print("netscope explain: give at least one image file or folder to explain", file=sys.stderr)
+        return 2
     if (code := explain_ray.check(args)) is not None:
         return code
     options = chosen_options(args)
@@ -116,19 +146,20 @@ def cmd_explain(args) -> int:
         tqdm.write(f"netscope explain: {server} failed ({why}); {handed_back} image(s) go to the other servers",
                    file=sys.stderr)
 
-    with tqdm(total=len(images) * len(methods), unit="img", disable=args.json or not sys.stderr.isatty()) as bar:
+    with job_progress(len(images) * len(methods)) as bar:
         for method in methods:
             # One method keeps the plain layout (OUT/index.csv), so its reruns resume;
             # several get a folder each.
             folder = out if len(methods) == 1 else out / method
             spec = explain_request(args.model, [], method, args.target, args.layer or (), True, False,
-                                   args.colormap, args.alpha, args.metrics, 0, options_of[method], sign=args.sign,
-                                   clip_percentile=args.clip_percentile)
+                                   args.colormap, args.alpha, False, 0, options_of[method], sign=args.sign,
+                                   clip_percentile=args.clip_percentile, metrics=args.metrics or ())
             job = explain_ray.make_job(args, spec, folder, labels) if ray_engine else jobs.ExplainJob(
                 args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight, timeout=args.timeout,
                 on_server_lost=lost, connect=connection(args), labels=labels)
             bar.set_description(method)
-            report = job.run(images=images, progress=bar.update)
+            skipped = getattr(bar, "skipped", bar.update)  # done before this run: counted, not in the rate
+            report = job.run(images=images, progress=bar.update, **({} if ray_engine else {"skipped": skipped}))
             if report.replaced:
                 tqdm.write(f"netscope explain: {report.replaced}", file=sys.stderr)
             rows = job.index.export_json()

@@ -604,7 +604,7 @@ class Client:
     def explain(self, model: str, images, *, method: str = "grad_cam", target: int | str | None = None,
                 top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False, heatmap_png: bool = False,
                 colormap: str = "", alpha: float = 0.0, sign: str = "", clip_percentile: float | None = None,
-                faithfulness: bool = False, timeout: float | None = None,
+                faithfulness: bool = False, metrics: Sequence[str] = (), timeout: float | None = None,
                 **options) -> list[list[ClassExplanation]]:
         """Per image (in order), one ClassExplanation per target class.
         `target`: one class for every image (an index or a label; None: each
@@ -628,28 +628,36 @@ class Client:
         0 white, positive red, negative blue), "positive", "negative",
         "absolute_value"; `clip_percentile` the percent of |attribution| mass
         that saturates (signed modes; default 2, as Captum); `alpha` the
-        opacity (0: 0.5 for heat, 0.8 at the strongest signed value)."""
+        opacity (0: 0.5 for heat, 0.8 at the strongest signed value).
+
+        Faithfulness (ClassExplanation.faithfulness): `metrics` names those
+        to score, of FAITHFULNESS_METRICS (deletion, insertion, average_drop,
+        increase_in_confidence, road; DEFAULT_METRICS leaves out ROAD, which
+        costs seconds an image on a CPU); `faithfulness=True` alone scores
+        all. A metric not asked for is None. An unknown name is
+        INVALID_ARGUMENT (reason METRIC_NOT_FOUND) naming the valid ones."""
         return self.explain_timed(model, images, method=method, target=target, top_k=top_k, layers=layers,
                                   overlay=overlay, heatmap_png=heatmap_png, colormap=colormap, alpha=alpha,
                                   sign=sign, clip_percentile=clip_percentile,
-                                  faithfulness=faithfulness, timeout=timeout, **options)[0]
+                                  faithfulness=faithfulness, metrics=metrics, timeout=timeout, **options)[0]
 
     def explain_timed(self, model: str, images, *, method: str = "grad_cam", target: int | str | None = None,
                       top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,
                       heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, sign: str = "",
-                      clip_percentile: float | None = None, faithfulness: bool = False,
+                      clip_percentile: float | None = None, faithfulness: bool = False, metrics: Sequence[str] = (),
                       timeout: float | None = None, **options) -> tuple[list[list[ClassExplanation]], Timing]:
         """Like explain, with the server's time split (queue time, and the
         device batch the request rode in when the model batches)."""
         req = explain_request(model, _images(images), method, target, layers, overlay, heatmap_png, colormap, alpha,
-                              faithfulness, top_k, options, sign=sign, clip_percentile=clip_percentile)
+                              faithfulness, top_k, options, sign=sign, clip_percentile=clip_percentile,
+                              metrics=metrics)
         resp = self.call("Explain", req, timeout)
         return _explanations(resp), Timing.from_proto(resp.timing)
 
     def explain_many(self, items, *, model: str, method: str = "grad_cam", target: int | str | None = None,
                      top_k: int = 0, layers: str | Sequence[str] = (), overlay: bool = False,
                      heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, sign: str = "",
-                     clip_percentile: float | None = None, faithfulness: bool = False,
+                     clip_percentile: float | None = None, faithfulness: bool = False, metrics: Sequence[str] = (),
                      in_flight: int = 64, timeout: float | None = None, **options) -> Iterator[StreamResult]:
         """Explain many images over one stream, yielding results as they finish.
         `items` is any iterable (read lazily) of images, (id, image) pairs, or
@@ -660,7 +668,8 @@ class Client:
         in_flight at two of the server's stream batches (32 by default) or more,
         so the next batch is waiting while one computes."""
         spec = explain_request(model, [], method, target, layers, overlay, heatmap_png, colormap, alpha,
-                               faithfulness, top_k, options, sign=sign, clip_percentile=clip_percentile)
+                               faithfulness, top_k, options, sign=sign, clip_percentile=clip_percentile,
+                               metrics=metrics)
         slots = threading.Semaphore(in_flight)
 
         def requests():
@@ -680,6 +689,8 @@ class Client:
 
         try:
             for resp in self.stub.ExplainStream(requests(), timeout=timeout or self.timeout):
+                if resp.HasField("progress"):  # not asked for here; a server's keep-alive holds no item
+                    continue
                 slots.release()
                 if resp.HasField("error"):
                     yield StreamResult(resp.id, error=NetscopeError.from_item_error(resp.error))
@@ -690,14 +701,28 @@ class Client:
             raise NetscopeError.from_rpc_error(err) from None
 
 
+# Faithfulness metrics as a request names them, and the Faithfulness fields each fills.
+FAITHFULNESS_METRICS = {"deletion": ("deletion_auc",), "insertion": ("insertion_auc",),
+                        "average_drop": ("average_drop",), "increase_in_confidence": ("increase_in_confidence",),
+                        "road": ("road_morf", "road_lerf")}
+# The cheap ones, what `netscope explain --metrics` scores: ROAD costs more than the rest together on a CPU.
+DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
+
+
 @dataclass
 class Faithfulness:
-    deletion_auc: float
-    insertion_auc: float
-    average_drop: float
-    increase_in_confidence: float
-    road_morf: float
-    road_lerf: float
+    """One map's scores (docs/EXPLANATIONS.md); a metric not asked for is None."""
+
+    deletion_auc: float | None = None
+    insertion_auc: float | None = None
+    average_drop: float | None = None
+    increase_in_confidence: float | None = None
+    road_morf: float | None = None
+    road_lerf: float | None = None
+
+    @classmethod
+    def from_proto(cls, msg: pb.Faithfulness) -> "Faithfulness":
+        return cls(**{f: getattr(msg, f) if msg.HasField(f) else None for f in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -728,19 +753,18 @@ class StreamResult:
 def _explanations(resp: pb.ExplainResponse) -> list[list[ClassExplanation]]:
     return [[ClassExplanation(c.target, c.label, c.score, c.probability, to_numpy(c.heatmap),
                               to_numpy(c.heatmap_upsampled), c.overlay_png, c.heatmap_png,
-                              Faithfulness(**{f: getattr(c.faithfulness, f) for f in Faithfulness.__dataclass_fields__})
-                              if c.HasField("faithfulness") else None)
+                              Faithfulness.from_proto(c.faithfulness) if c.HasField("faithfulness") else None)
              for c in e.classes] for e in resp.explanations]
 
 
 def explain_request(model: str, images, method: str, target, layers, overlay: bool, heatmap_png: bool,
                     colormap: str, alpha: float, faithfulness: bool, top_k: int, options: dict, *, sign: str = "",
-                    clip_percentile: float | None = None) -> pb.ExplainRequest:
+                    clip_percentile: float | None = None, metrics: Sequence[str] = ()) -> pb.ExplainRequest:
     req = pb.ExplainRequest(model=model, images=images, method=method, layers=[layers] if isinstance(layers, str) else list(layers),
                             render_overlay=overlay, render_heatmap=heatmap_png,
                             render=pb.RenderOptions(colormap=colormap, alpha=alpha, sign=sign,
                                                     clip_percentile=clip_percentile),
-                            options=explain_options(options, faithfulness))
+                            options=explain_options(options, faithfulness, metrics))
     _set_targets(req, target)
     if top_k:
         if req.targets:
@@ -755,13 +779,15 @@ def explain_request(model: str, images, method: str, target, layers, overlay: bo
 _REQUEST_KEYWORDS = {"layer": "layers", "targets": "target", "image": "images", "methods": "method"}
 
 
-def explain_options(options: dict, faithfulness: bool = False) -> pb.ExplainOptions:
+def explain_options(options: dict, faithfulness: bool = False, metrics: Sequence[str] = ()) -> pb.ExplainOptions:
     """ExplainOptions from {name: value}: an option with a typed field of its
     own goes there, any other in the `parameters` map, typed by its Python
     value (bool, int, float, str). The client needs no schema: the server
     refuses a name it does not know, naming the closest (INVALID_ARGUMENT).
     TypeError: a value of another type."""
-    msg = pb.ExplainOptions(faithfulness=faithfulness)
+    if isinstance(metrics, str):  # one name, not its letters
+        metrics = [metrics]
+    msg = pb.ExplainOptions(faithfulness=faithfulness, metrics=list(metrics))
     fields = pb.ExplainOptions.DESCRIPTOR.fields_by_name
     for name, value in options.items():
         if value is None:
@@ -769,7 +795,7 @@ def explain_options(options: dict, faithfulness: bool = False) -> pb.ExplainOpti
         if name in _REQUEST_KEYWORDS:  # a slip such as layer= for layers= is not an explanation option
             raise TypeError(f"explain() got an unexpected keyword argument {name!r}; did you mean "
                             f"{_REQUEST_KEYWORDS[name]!r}?")
-        if name in fields and name not in ("faithfulness", "parameters"):
+        if name in fields and name not in ("faithfulness", "parameters", "metrics"):
             setattr(msg, name, value)
             continue
         entry = msg.parameters[name]

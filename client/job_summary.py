@@ -5,7 +5,9 @@ reports every image, not only this run's), plus this run's own counts.
 
 Means follow the metrics' usual aggregate reading: average drop is the mean
 % of confidence lost, increase in confidence the fraction of images whose
-confidence rose, the AUCs and ROAD scores their mean.
+confidence rose, the AUCs and ROAD scores their mean. Each metric's mean is
+over the images it was scored for; a metric the job did not ask for
+(`--metrics deletion,insertion`) has no mean and no column.
 """
 from __future__ import annotations
 
@@ -23,8 +25,12 @@ def method_summary(method: str, folder: str, rows: list[dict], report) -> dict:
     for r in rows:
         if r["status"] != "ok":
             errors[r["status"]] = errors.get(r["status"], 0) + 1
-    scored = [r for r in ok if all(r[m] is not None for m in METRICS)]
-    means = {m: math.fsum(r[m] for r in scored) / len(scored) for m in METRICS} if scored else {}
+    scored = [r for r in ok if any(r[m] is not None for m in METRICS)]
+    means = {}
+    for m in METRICS:
+        values = [r[m] for r in scored if r[m] is not None]
+        if values:
+            means[m] = math.fsum(values) / len(values)
     return {"method": method, "folder": folder, "images": len(rows), "ok": len(ok), "failed": len(rows) - len(ok),
             "errors": errors, "scored": len(scored), "means": means, "run": asdict(report)}
 
@@ -44,12 +50,12 @@ def job_summary(methods: list[dict]) -> dict:
 
 def table(summary: dict) -> tuple[list[str], list[list]]:
     """(header, rows) of the per-method table: counts, and the metric means when any were scored."""
-    with_metrics = any(m["scored"] for m in summary["methods"])
-    header = ["method", "images", "ok", "failed"] + (["scored", *METRICS] if with_metrics else [])
+    shown = [k for k in METRICS if any(k in m["means"] for m in summary["methods"])]
+    header = ["method", "images", "ok", "failed"] + (["scored", *shown] if shown else [])
     rows = []
     for m in summary["methods"]:
         row = [m["method"], m["images"], m["ok"], m["failed"]]
-        if with_metrics:
-            row += [m["scored"]] + [f"{m['means'][k]:.4f}" if m["means"] else "-" for k in METRICS]
+        if shown:
+            row += [m["scored"]] + [f"{m['means'][k]:.4f}" if k in m["means"] else "-" for k in shown]
         rows.append(row)
     return header, rows

@@ -4,8 +4,11 @@ Items flow lazily from a shared work queue into each server's ExplainStream
 (a bounded number in flight, so memory stays flat however big the folder).
 Each result is written as it arrives: an overlay PNG, then its row of the
 index (job_index.py). Rerunning the job skips what the index says is done; a
-server that dies, or stops answering for `timeout` seconds, hands its
-unanswered items back to the others.
+server that dies, or makes no progress for `timeout` seconds while it holds
+items, hands its unanswered items back to the others. Progress is any
+message: an answer, or the StreamProgress a server sends (asked for on every
+item) while its work moves on, so one slow image, however long, is not a
+lost server, and a stuck or silent one still is.
 """
 from __future__ import annotations
 
@@ -122,7 +125,7 @@ class ExplainJob:
         self.out = Path(out)
         self.index = JobIndex(self.out)
         self.in_flight = in_flight
-        self.timeout = timeout  # seconds a server may go without answering while it holds items
+        self.timeout = timeout  # seconds a server may go without progress (any message) while it holds items
         self._lock = threading.Lock()
         self._outstanding = 0  # items queued or in flight somewhere
         self._lost: dict[str, str] = {}  # server -> why it was given up on
@@ -135,14 +138,17 @@ class ExplainJob:
             lambda server, why, n: log.warning("%s failed (%s); %d image(s) go to the other servers", server, why, n))
 
     def run(self, inputs: list[str | Path] = (), progress: Callable[[int], None] | None = None, *,
-            images: list[tuple[str, Path]] | None = None) -> JobReport:
+            images: list[tuple[str, Path]] | None = None,
+            skipped: Callable[[int], None] | None = None) -> JobReport:
         """Explain `images` ((id, path) pairs; default: found under `inputs`), skipping those
         the folder's index says are done. Raises NetscopeError UNAVAILABLE when every server
         failed with images left (the index keeps what was done: run it again to resume);
         the server's error (its code, message and details: the closest names) at the first
         answer that is the request's fault (`request_error`: a wrong layer, option, ...),
         recording no row for it, so a corrected rerun starts afresh; FAILED_PRECONDITION
-        when the folder holds a job with other settings of which some image succeeded."""
+        when the folder holds a job with other settings of which some image succeeded.
+        progress(n): n more images have their row; skipped(n), when given, takes the
+        images the index already held (else progress gets them, first)."""
         items = find_images(inputs) if images is None else images
         try:
             spec = job_spec(self.spec)
@@ -160,8 +166,8 @@ class ExplainJob:
                 report.skipped += 1
             else:
                 work.put(item)
-        if progress and report.skipped:
-            progress(report.skipped)
+        if report.skipped and (skipped or progress):
+            (skipped or progress)(report.skipped)
         self._outstanding = work.qsize()
 
         def record(server: str, item_id: str, resp: pb.ExplainStreamResponse):
@@ -263,10 +269,10 @@ class ExplainJob:
                             code=grpc.StatusCode.NOT_FOUND.value[0], message=str(exc))))
                         slots.release()
                         continue
-                    yield pb.ExplainStreamRequest(id=item_id, request=req)
+                    yield pb.ExplainStreamRequest(id=item_id, request=req, progress=True)
 
             # No deadline on the whole stream (a big folder takes hours); a server that
-            # holds items without answering for `timeout` seconds is given up on instead.
+            # holds items without progress for `timeout` seconds is given up on instead.
             call = client.stub.ExplainStream(requests())
             watchdog = threading.Thread(target=self._watch, args=(server, call, pending, last_answer, dead),
                                         daemon=True, name=f"watch-{server}")
@@ -274,8 +280,10 @@ class ExplainJob:
             try:
                 for resp in call:
                     with guard:
+                        last_answer[0] = time.monotonic()  # any message is progress
+                        if resp.HasField("progress"):
+                            continue  # holds no item: no slot to release
                         answered = pending.pop(resp.id, None) is not None
-                        last_answer[0] = time.monotonic()
                     if answered and resp.HasField("error"):
                         fault = request_error(resp.error)
                         if fault is not None:  # every image would fail so: stop the job, no row
@@ -305,7 +313,8 @@ class ExplainJob:
     def _watch(self, server: str, call, pending: dict, last_answer: list, dead: threading.Event) -> None:
         while not dead.wait(min(1.0, self.timeout / 4)):
             if pending and time.monotonic() - last_answer[0] > self.timeout:
-                self._lost[server] = f"DEADLINE_EXCEEDED: no answer in {self.timeout:g} s"
+                self._lost[server] = (f"DEADLINE_EXCEEDED: no progress in {self.timeout:g} s (no answer, no "
+                                      f"progress message) while it held {len(pending)} image(s)")
                 call.cancel()
                 return
 
@@ -323,6 +332,7 @@ class ExplainJob:
             path.write_bytes(cls.overlay_png)
             row["overlay"] = name.as_posix()
         if cls.HasField("faithfulness"):
-            for key in METRICS:
-                row[key] = f"{getattr(cls.faithfulness, key):.6g}"
+            for key in METRICS:  # a metric not asked for stays empty
+                if cls.faithfulness.HasField(key):
+                    row[key] = f"{getattr(cls.faithfulness, key):.6g}"
         return row

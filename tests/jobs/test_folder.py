@@ -15,6 +15,8 @@ import pytest
 
 from netscope.client.job_index import METRICS
 
+SCORED = [m for m in METRICS if not m.startswith("road")]  # what a bare --metrics scores (DEFAULT_METRICS)
+
 from ..conftest import encode
 from .helpers import SIZE, check_whole_rows, decoded_png, shapes_folder
 
@@ -121,15 +123,17 @@ def test_metrics_per_method_over_a_folder(run_cli, client, tiny, tmp_path):
         expected = direct(client, tiny, paths, method=method, faithfulness=True)
         for path, want in zip(paths, expected):
             row = by_id[path.relative_to(src).as_posix()]
-            for m in METRICS:
+            for m in SCORED:
                 assert float(row[m]) == pytest.approx(getattr(want.faithfulness, m), rel=1e-4, abs=1e-5), (method, m)
-        for m in METRICS:
+            assert row["road_morf"] == row["road_lerf"] == ""  # bare --metrics: the cheap ones
+        assert sorted(entry["means"]) == sorted(SCORED)
+        for m in SCORED:
             mean = np.mean([getattr(w.faithfulness, m) for w in expected])
             assert entry["means"][m] == pytest.approx(mean, rel=1e-4, abs=1e-5), (method, m)
         # the printed table: one line per method with its counts and means
         line = next(line.split() for line in stdout.splitlines() if line.startswith(method + " "))
         assert line[1:5] == ["6", "6", "0", "6"]
-        assert [float(v) for v in line[5:]] == pytest.approx([entry["means"][m] for m in METRICS], abs=1e-4)
+        assert [float(v) for v in line[5:]] == pytest.approx([entry["means"][m] for m in SCORED], abs=1e-4)
 
     # --json prints what summary.json holds; a rerun skips all, and the means stay.
     code, stdout, _ = run_cli("explain", "--model", tiny, "--method", methods[0], "--method", methods[1],
