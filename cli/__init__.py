@@ -4,6 +4,7 @@ inspection, explain, bench); `build_parser` asks each to add its sub-commands.""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from netscope.client.client import NetscopeError
@@ -37,7 +38,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         preflight(args)  # every path and port the command declared, before any work
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # here, so a reader that left (`| head`) is seen inside the try
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_gone():
+            print(f"netscope {args.command}: {exc}", file=sys.stderr)
+            return 1
+        return 141  # as a command killed by SIGPIPE: the shell's 128 + 13, and no message
     except NetscopeError as exc:
         print(f"netscope {args.command}: {exc.code.name}: {exc.message}", file=sys.stderr)
         print_error_details(exc)
@@ -50,3 +58,19 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader has gone (`netscope ... | head`). If so, point
+    stdout at /dev/null so the interpreter's own flush at exit stays quiet too."""
+    try:
+        sys.stdout.flush()
+        return False
+    except BrokenPipeError:
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (a test's StringIO)
+        pass
+    return True

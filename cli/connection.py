@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from netscope.client.client import DEFAULT_SERVER
+from netscope.client.connection import DEFAULT_PORT
 from netscope.client.connection import ENV_CA, ENV_CERT, ENV_KEY
 
 from .preflight import ReadFile, declare
@@ -15,11 +16,14 @@ def client_parser(sub, name: str, help: str, run, *, fleet: bool = False,
                   timeout_help: str = "deadline per call in seconds", **kw) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, **kw)
     if fleet:  # several servers share the work
-        p.add_argument("--server", dest="servers", action="append", metavar="HOST:PORT",
-                       help=f"a server (repeatable; default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
+        p.add_argument("--server", dest="servers", action="append", metavar="HOST[:PORT]",
+                       help=f"a server (repeatable; default {DEFAULT_SERVER}, or $NETSCOPE_SERVER; "
+                            f"port {DEFAULT_PORT} when omitted)")
         p.set_defaults(server=None)
     else:
-        p.add_argument("--server", default=DEFAULT_SERVER, help=f"host:port of the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER)")
+        p.add_argument("--server", default=DEFAULT_SERVER, metavar="HOST[:PORT]",
+                       help=f"the server (default {DEFAULT_SERVER}, or $NETSCOPE_SERVER; port {DEFAULT_PORT} when "
+                            "omitted)")
     p.add_argument("--timeout", type=float, default=120.0, help=timeout_help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     g = p.add_argument_group("security", "TLS and tokens; each falls back to its environment variable")

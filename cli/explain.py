@@ -3,9 +3,12 @@ servers) and `netscope pointing` (the pointing game against known boxes)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 
 from netscope.client.client import DEFAULT_METRICS, DEFAULT_SERVER, FAITHFULNESS_METRICS, Client
 
@@ -143,10 +146,22 @@ def cmd_explain(args) -> int:
     first_error: dict[str, str] = {}  # status -> the first image's message
 
     def lost(server: str, why: str, handed_back: int) -> None:
-        tqdm.write(f"netscope explain: {server} failed ({why}); {handed_back} image(s) go to the other servers",
-                   file=sys.stderr)
+        others = len(args.servers or ()) > 1  # one server: the job's own error says what is left and how to resume
+        tqdm.write(f"netscope explain: {server} failed ({why})"
+                   + (f"; {handed_back} image(s) go to the other servers" if others else ""), file=sys.stderr)
 
-    with job_progress(len(images) * len(methods)) as bar:
+    total, done = len(images) * len(methods), [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        bar.update(n)
+
+    def skipped(n: int) -> None:  # done before this run: counted, not in the rate
+        done[0] += n
+        getattr(bar, "skipped", bar.update)(n)
+
+    with job_progress(total) as bar, \
+            interrupted_says(lambda: f"interrupted: {done[0]} of {total} done; rerun the same command to resume"):
         for method in methods:
             # One method keeps the plain layout (OUT/index.csv), so its reruns resume;
             # several get a folder each.
@@ -158,8 +173,7 @@ def cmd_explain(args) -> int:
                 args.servers or [DEFAULT_SERVER], spec, folder, in_flight=args.in_flight, timeout=args.timeout,
                 on_server_lost=lost, connect=connection(args), labels=labels)
             bar.set_description(method)
-            skipped = getattr(bar, "skipped", bar.update)  # done before this run: counted, not in the rate
-            report = job.run(images=images, progress=bar.update, **({} if ray_engine else {"skipped": skipped}))
+            report = job.run(images=images, progress=progress, **({} if ray_engine else {"skipped": skipped}))
             if report.replaced:
                 tqdm.write(f"netscope explain: {report.replaced}", file=sys.stderr)
             rows = job.index.export_json()
@@ -181,6 +195,27 @@ def cmd_explain(args) -> int:
         for status, n in summary["errors"].items():
             print(f"  {n} x {status}" + (f" (e.g. {first_error[status]})" if status in first_error else ""))
     return 0 if not summary["failed"] else 3
+
+
+@contextlib.contextmanager
+def interrupted_says(message):
+    """Within the block, Ctrl-C (SIGINT) and SIGTERM print `message()` to
+    stderr and raise KeyboardInterrupt (exit 130): a killed job says how far
+    it got and how to go on, where it used to print nothing."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"netscope explain: {message()}", file=sys.stderr)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_pointing(args) -> int:

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from netscope.v1 import inspector_pb2 as pb
 from netscope.v1 import inspector_pb2_grpc as pb_grpc
 
-from .connection import open_channel
+from .connection import open_channel, unreachable, uses_tls, with_port
 from .server_info import ServerInfo
 
 DEFAULT_SERVER = os.environ.get("NETSCOPE_SERVER", "127.0.0.1:50051")
@@ -58,13 +58,16 @@ class NetscopeError(Exception):
               {"limit": "256"}); `closest` splits its names into a list;
     `field_violations` BadRequest's (field, description) pairs, e.g.
               [("options.steps", "...")];
-    `details` the raw google.rpc.status_pb2.Status, or None."""
+    `details` the raw google.rpc.status_pb2.Status, or None;
+    `transport` gRPC's own text when `message` was rewritten for a call that
+              never reached the server (connection refused, TLS mismatch), else ""."""
 
     def __init__(self, code: grpc.StatusCode, message: str, details: Any = None):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.details = details
+        self.transport = ""
         self.reason, self.domain, self.metadata = "", "", {}
         self.field_violations: list[tuple[str, str]] = []
         for any_ in getattr(details, "details", ()):
@@ -227,12 +230,12 @@ class ModelInfo:
     min_input_size: int = 1  # smallest H = W a preprocessed float image may have
     # Every option it is served with, as load_model's keywords (device, dtype, max_batch_size, ...).
     options: dict = field(default_factory=dict)
-
-    def layer(self, name: str) -> Layer:
-        return next(l for l in self.layers if l.name == name)
     # What runs Predict: {"name": "torch"} or "onnxruntime" with its providers (best first), exporter,
     # export_ms, parity_max_abs_diff and parity_tolerance (logits, at load), session_dtype, intra_op_threads.
     backend: dict = field(default_factory=dict)
+
+    def layer(self, name: str) -> Layer:
+        return next(l for l in self.layers if l.name == name)
 
 
 def model_options_message(**options) -> pb.ModelOptions:
@@ -281,14 +284,14 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         channels_last=m.channels_last, compile=m.compile, compile_batch_sizes=list(m.compile_batch_sizes),
         device_decode=m.device_decode, pin_memory=m.pin_memory, min_input_size=m.min_input_size or 1,
         options=_options_dict(m.options) if m.HasField("options") else {},
-        layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
-                      l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
-    )
         backend=({"name": m.backend.name, "providers": list(m.backend.providers), "exporter": m.backend.exporter,
                   "export_ms": m.backend.export_ms, "parity_max_abs_diff": m.backend.parity_max_abs_diff,
                   "parity_tolerance": m.backend.parity_tolerance, "session_dtype": m.backend.session_dtype,
                   "intra_op_threads": m.backend.intra_op_threads}
                  if m.HasField("backend") else {"name": "torch"}),
+        layers=[Layer(l.name, l.type, list(l.input_shape), list(l.output_shape), l.num_parameters,
+                      l.trainable_parameters, l.mult_adds, l.cam_target, l.depth, l.is_leaf, l.conv) for l in m.layers],
+    )
 
 
 @dataclass
@@ -423,8 +426,9 @@ class Client:
                    ("grpc.enable_retries", 1 if retries else 0)]
         if retries:
             options.append(("grpc.service_config", _RETRY_CONFIG))
-        self.target = target
+        self.target = target = with_port(target)
         self.timeout = timeout
+        self.tls = uses_tls(tls, root_certificates, client_cert)
         self.channel = open_channel(target, options, tls=tls, root_certificates=root_certificates,
                                     client_cert=client_cert, client_key=client_key, token=token,
                                     server_name_override=server_name_override)
@@ -445,7 +449,20 @@ class Client:
         try:
             return getattr(self.stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
-            raise NetscopeError.from_rpc_error(err) from None
+            raise self.error(err) from None
+
+    def error(self, err: grpc.RpcError) -> NetscopeError:
+        """The NetscopeError for a failed call on this client's channel: a call
+        that never reached the server (nothing listening, TLS on one side only,
+        ...) says so in a person's words (client/connection.py's unreachable),
+        the raw gRPC text kept as `transport`."""
+        exc = NetscopeError.from_rpc_error(err)
+        if exc.code == grpc.StatusCode.UNAVAILABLE and exc.details is None:
+            why = unreachable(exc.message, self.target, self.tls)
+            if why:
+                exc = NetscopeError(exc.code, why)
+                exc.transport = err.details() or ""
+        return exc
 
     # ------------------------------------------------------------ health
 
@@ -454,7 +471,7 @@ class Client:
         try:
             resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         except grpc.RpcError as err:
-            raise NetscopeError.from_rpc_error(err) from None
+            raise self.error(err) from None
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -698,7 +715,7 @@ class Client:
                     yield StreamResult(resp.id, classes=_explanations(resp.response)[0],
                                        timing=Timing.from_proto(resp.response.timing))
         except grpc.RpcError as err:
-            raise NetscopeError.from_rpc_error(err) from None
+            raise self.error(err) from None
 
 
 # Faithfulness metrics as a request names them, and the Faithfulness fields each fills.

@@ -11,6 +11,7 @@ from typing import Union
 import grpc
 
 ENV_CA, ENV_CERT, ENV_KEY, ENV_TOKEN = "NETSCOPE_TLS_CA", "NETSCOPE_TLS_CERT", "NETSCOPE_TLS_KEY", "NETSCOPE_TOKEN"
+DEFAULT_PORT = 50051  # `netscope serve`'s; gRPC itself would dial 443 for a bare host
 
 Pem = Union[bytes, str, Path]  # PEM bytes, or the path of a PEM file
 
@@ -40,7 +41,7 @@ def open_channel(target: str, options: list, *, tls: bool = False, root_certific
     options = list(options)
     if server_name_override:
         options.append(("grpc.ssl_target_name_override", server_name_override))
-    if tls or root_certificates or client_cert:
+    if uses_tls(tls, root_certificates, client_cert):
         credentials = grpc.ssl_channel_credentials(
             root_certificates=_pem(root_certificates, "CA certificate"),
             private_key=_pem(client_key, "client key"), certificate_chain=_pem(client_cert, "client certificate"))
@@ -50,6 +51,57 @@ def open_channel(target: str, options: list, *, tls: bool = False, root_certific
     if token:
         channel = grpc.intercept_channel(channel, BearerToken(_checked(token)))
     return channel
+
+
+def uses_tls(tls: bool = False, root_certificates: Pem | None = None, client_cert: Pem | None = None) -> bool:
+    """Whether open_channel makes a TLS channel for these keywords (and the environment)."""
+    return bool(tls or _env(root_certificates, ENV_CA) or _env(client_cert, ENV_CERT))
+
+
+def with_port(target: str) -> str:
+    """`target` with netscope's port 50051 where it names none: "localhost" ->
+    "localhost:50051", "::1" or "[::1]" -> "[::1]:50051". A target with a port,
+    or with a gRPC scheme ("unix:/path", "dns:///host:port"), is kept as given."""
+    target = target.strip()
+    if not target or "/" in target or target.startswith(("unix:", "unix-abstract:", "vsock:")):
+        return target
+    if target.startswith("["):  # [v6] or [v6]:port
+        return target if "]:" in target else f"{target}:{DEFAULT_PORT}"
+    if target.count(":") > 1:  # a bare IPv6 address
+        return f"[{target}]:{DEFAULT_PORT}"
+    return target if ":" in target else f"{target}:{DEFAULT_PORT}"
+
+
+def unreachable(message: str, target: str, tls: bool) -> str | None:
+    """A person's reason for a call that never reached the server, from
+    gRPC's transport text (UNAVAILABLE, no status details): nothing listening,
+    a host that does not resolve, TLS on one side only, a certificate not
+    trusted. None when `message` is not a transport failure (a server's own
+    UNAVAILABLE keeps its words)."""
+    low = message.lower()
+    if "errors resolving" in low or "dns resolution failed" in low:
+        return f"cannot resolve the host of {target}: check the name in --server (HOST:PORT)"
+    if not ("failed to connect" in low or "handshake" in low or "socket closed" in low
+            or "connection reset" in low or "connection refused" in low):
+        return None
+    if "connection refused" in low:
+        return f"nothing is listening at {target}: is `netscope serve` running at {target}?"
+    if "wrong_version_number" in low or "http_request" in low or "record_overflow" in low:
+        return (f"the server at {target} speaks plaintext, and this client dialled it with TLS: drop --tls/--tls-ca "
+                "(Client: tls=False, no root_certificates), or start the server with --tls-cert/--tls-key")
+    if "certificate_verify_failed" in low or "certificate verify failed" in low:
+        return (f"the server at {target} speaks TLS but its certificate is not trusted here: give the CA that "
+                "signed it with --tls-ca FILE (Client: root_certificates=FILE), or --tls-server-name NAME "
+                "when it names another host")
+    if "certificate_required" in low or "handshake_failure" in low or "peer did not return a certificate" in low:
+        return (f"the server at {target} wants a client certificate (mutual TLS): add --tls-cert FILE and "
+                "--tls-key FILE (Client: client_cert=, client_key=)")
+    if not tls and ("socket closed" in low or "connection reset" in low):
+        return (f"the server at {target} closed the connection at once, as a TLS server does to a plaintext "
+                "client: add --tls or --tls-ca FILE (Client: tls=True or root_certificates=FILE)")
+    if "handshake" in low:
+        return f"the TLS handshake with {target} failed: check --tls-ca, --tls-cert and --tls-key"
+    return f"cannot connect to {target}: is `netscope serve` running at {target}?"
 
 
 def _env(value, name: str):

@@ -295,7 +295,7 @@ class ExplainJob:
                         record(server, resp.id, resp)
                     slots.release()
             except grpc.RpcError as err:
-                self._lost.setdefault(server, f"{err.code().name}: {err.details()}")
+                self._lost.setdefault(server, str(client.error(err)))  # a person's words for a refused connection
             finally:
                 with guard:
                     dead.set()
