@@ -1,6 +1,7 @@
 """`netscope methods` and `netscope server-info`: what a server can do, from GetServerInfo."""
 from __future__ import annotations
 
+import re
 import sys
 
 from netscope.client.client import Client
@@ -44,7 +45,7 @@ def cmd_methods(args) -> int:
         print(f"source: {m.source}")
         print(f"needs: {', '.join(m.needs) or '-'}; draws noise: {'yes' if m.draws_noise else 'no'}; "
               f"may batch: {'yes' if m.may_batch else 'no'}; signed maps: {'yes' if m.signed else 'no'}\n")
-        print_table([[o.name, o.type, default_text(o), _range(o) or "/".join(o.choices) or "-", o.description]
+        print_table([[o.name, o.type, default_for(o, m.name), _range(o) or "/".join(o.choices) or "-", o.description]
                      for o in (info.option(n) for n in m.options)],
                     ["option", "type", "default", "range", "what it does"])
         return 0
@@ -54,15 +55,38 @@ def cmd_methods(args) -> int:
         return 0
     options = {o.name: o for o in info.options}
     print_table([[m.name + (" *" if m.name == info.default_method else ""), m.family, m.cost,
-                  ", ".join(_with_default(options.get(n), n) for n in m.options) or "-"] for m in info.methods],
+                  ", ".join(_with_default(options.get(n), n, m.name) for n in m.options) or "-"] for m in info.methods],
                 ["method", "family", "cost", "options (default)"])
     print(f"\n* the default method. `netscope methods NAME` for one method's options in detail; "
           f"set an option with --NAME VALUE or --option NAME=VALUE.")
     return 0
 
 
-def _with_default(o, name: str) -> str:
-    return name if o is None or o.default is None else f"{name}={default_text(o)}"
+def _with_default(o, name: str, method: str) -> str:
+    value = "" if o is None else default_for(o, method)
+    return f"{name}={value}" if value and value != UNSET else name
+
+
+UNSET = "unset"  # no default: the option does nothing until given (noise_tunnel, seed)
+
+
+def default_for(o, method: str) -> str:
+    """The value an option takes for `method` when not given, as a person
+    reads it. The schema's `default` when it has one; else (None: "the
+    method's own") the value its description states for this method
+    ("integration steps: integrated_gradients (50), is_cam ... (10)", "noise
+    ... (0.3; gradient_shap 0)") or for every method ("(default 32)",
+    "(default: half the window)"); UNSET when it states none."""
+    if o.default is not None:
+        return default_text(o)
+    text = o.description
+    # "is_cam mask intensities (10)", "kernel_shap and shapley_value_sampling 25", "gradient_shap 0"
+    own = re.search(rf"\b{re.escape(method)}\b(?: and \w+)?(?: [a-z ]*\(| )([0-9][0-9.]*)", text)
+    if own:
+        return own.group(1)
+    said = re.search(r"\(\s*(?:method )?default:? ([^);]+?)(?:,| as |\)|;)", text) or \
+        re.search(r"\(([0-9][0-9.]*)[;)]", text) or re.search(r": ([^:(]+?) \(default\)", text)
+    return said.group(1).strip() if said else UNSET
 
 
 def cmd_server_info(args) -> int:

@@ -1,6 +1,7 @@
 """`netscope features`, `kernels` and `stats`: what is inside a model's layers."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from netscope.client.client import Client
@@ -8,14 +9,16 @@ from netscope.client.client import Client
 from .connection import client_parser, connection
 from .out_folder import file_part, out_folder
 from .output import print_json, print_table
-from .preflight import Images, OutFolder, declare
+from .per_image import per_image, report_errors
+from .preflight import Images, OutFolder, UsageError, declare
 
 
 def add_commands(sub) -> None:
     p = client_parser(sub, "features", "feature maps of layers for images: PNG grids and a table", cmd_features)
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True)
-    p.add_argument("--layer", action="append", required=True, help="a layer's qualified name (repeatable)")
+    p.add_argument("--layer", action="append", help="a layer's qualified name (repeatable; default: the layer CAMs "
+                                                    "explain, the model's default_cam_layer)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--channels", type=int, nargs="+", help="only these channels")
     which.add_argument("--top", type=int, default=0, metavar="N", help="the N channels of highest mean activation")
@@ -27,7 +30,8 @@ def add_commands(sub) -> None:
     p.add_argument("--upsample", action="store_true", help="scale each map to the input's size")
     p.add_argument("--max-tiles", type=int, default=0, help="most channels drawn per grid (default 64)")
     p.add_argument("--nrow", type=int, default=0, help="tiles per row")
-    p.add_argument("--tile-size", type=int, default=0, help="pixels per tile (default: natural size)")
+    p.add_argument("--tile-size", type=int, default=0, help=f"pixels per tile (default: natural size; maps under "
+                                                           f"{MIN_TILE} px enlarged by a whole factor to at least that)")
     declare(p, Images("IMAGE", "images"), OutFolder("--out"))
     p = client_parser(sub, "kernels", "a conv layer's kernels as a PNG grid", cmd_kernels)
     p.add_argument("--model", required=True)
@@ -69,15 +73,56 @@ def _top(channels, means, n: int = 5) -> str:
     return ", ".join(f"{c}:{m:.3g}" for c, m in best) + (" ..." if len(channels) > n else "")
 
 
+MIN_TILE = 32  # px: a grid's tiles are at least this for a person to see (a demo map is 4 x 4)
+
+
+def tile_sizes(info, layers: list[str], upsample: bool) -> dict[int, list[str]]:
+    """{tile size: layers}: natural-size tiles (0) for maps of MIN_TILE px or
+    more; smaller maps enlarged by the smallest whole factor that reaches
+    MIN_TILE (nearest-neighbour on the server, so each activation is a square
+    block). Layers the table does not know, or without a spatial output, keep 0."""
+    shapes = {l.name: l.output_shape for l in info.layers}
+    groups: dict[int, list[str]] = {}
+    for layer in layers:
+        shape = list(info.input_size) if upsample else shapes.get(layer) or []
+        side = max(shape[-2:]) if len(shape) >= 3 else 0
+        tile = side * -(-MIN_TILE // side) if 0 < side < MIN_TILE else 0
+        groups.setdefault(tile, []).append(layer)
+    return groups
+
+
 def cmd_features(args) -> int:
     out_dir = out_folder(args.out)  # before any request: a bad folder is a usage error, not lost work
     with Client(args.server, timeout=args.timeout, **connection(args)) as c:
-        maps = c.feature_maps(args.model, [Path(p) for p in args.images], args.layer, channels=args.channels or (),
-                              top_channels=args.top, tensors=args.npy, grid=not args.no_grid, colormap=args.colormap,
-                              upsample=args.upsample, max_tiles=args.max_tiles, nrow=args.nrow,
-                              tile_size=args.tile_size)
+        layers = args.layer
+        info = c.model_info(args.model) if not layers or not (args.tile_size or args.no_grid) else None
+        if not layers:
+            layers = [info.default_cam_layer] if info.default_cam_layer else \
+                [l.name for l in info.layers if l.cam_target][-1:]
+            if not layers:
+                raise UsageError(f"{args.model} has no default layer: name one with --layer "
+                                 f"(`netscope info {args.model}` lists them)")
+            print(f"netscope features: no --layer given: {layers[0]}, the layer CAMs explain by default "
+                  f"(`netscope info {args.model}` lists every layer)", file=sys.stderr)
+        groups = {args.tile_size: layers} if info is None else tile_sizes(info, layers, args.upsample)
+
+        def call(images):
+            per = [dict() for _ in images]
+            for tile, names in groups.items():
+                got = c.feature_maps(args.model, images, names, channels=args.channels or (), top_channels=args.top,
+                                     tensors=args.npy, grid=not args.no_grid, colormap=args.colormap,
+                                     upsample=args.upsample, max_tiles=args.max_tiles, nrow=args.nrow, tile_size=tile)
+                for mine, theirs in zip(per, got):
+                    mine.update(theirs)
+            return [{n: d[n] for n in layers if n in d} for d in per]  # in the order asked
+
+        result = per_image(list(args.images), call, chunk=c.server_info().limits.max_images)
     report, rows = [], []
-    for path, name, layers in zip(args.images, _image_names(args.images), maps):
+    for i, (path, name) in enumerate(zip(args.images, _image_names(args.images))):
+        if i not in result.results:
+            report.append({"image": path, "error": result.errors[i]})
+            continue
+        layers = result.results[i]
         entry = {"image": path, "layers": []}
         for layer, fm in layers.items():
             png = npy = None
@@ -98,9 +143,10 @@ def cmd_features(args) -> int:
         report.append(entry)
     if args.json:
         print_json(report)
-    else:
+    elif rows:
         print_table(rows, ["image", "layer", "shape", "channels", "highest mean (channel:mean)", "written"])
-    return 0
+    report_errors("features", result)
+    return 1 if result.errors else 0
 
 
 def cmd_kernels(args) -> int:
@@ -145,7 +191,7 @@ def cmd_stats(args) -> int:
                                images=[Path(p) for p in args.images] if args.images else None,
                                target=_target_arg(args.target), labels=args.labels)
     if args.json:
-        print_json({"layers": result.layers, "loss": result.loss})
+        print_json({"layers": result.layers, "loss": result.loss, "differentiated": _differentiated(args)})
         return 0
     grads = result.loss is not None
     header = ["layer", "param", "shape", "mean", "std", "min", "max", "l2", "zeros", "values"]
@@ -165,7 +211,19 @@ def cmd_stats(args) -> int:
             rows.append(row)
     print_table(rows, header)
     if grads:
-        print(f"\nloss {result.loss:.6g}; ratio = a layer's gradient norm over the next layer's towards the output "
-              "(far below 1 along the depth: vanishing; far above: exploding)")
+        print(f"\n{_differentiated(args)} {result.loss:.6g}; ratio = a layer's gradient norm over the next layer's "
+              "towards the output (far below 1 along the depth: vanishing; far above: exploding)")
     return 0
 
+
+def _differentiated(args) -> str | None:
+    """What the server differentiated (inspection's _score): the cross-entropy
+    with --labels, else a logit averaged over the images: --target's, or
+    each image's top-1."""
+    if not args.images:
+        return None
+    if args.labels:
+        return "cross-entropy loss"
+    if args.target is not None:
+        return f"logit of target {args.target} (mean over images)"
+    return "top-1 logit (mean over images)"

@@ -5,7 +5,7 @@ from netscope.client.client import Client
 
 from .connection import client_parser, connection
 from .model_flags import add_model_options, model_options
-from .output import human, print_json, print_table
+from .output import print_json, print_table, si
 
 
 def add_commands(sub) -> None:
@@ -14,6 +14,8 @@ def add_commands(sub) -> None:
     p.add_argument("model")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="shapes for this input size")
     p.add_argument("--all", action="store_true", help="every module, not only leaves and top-level blocks")
+    p.add_argument("--classes", type=int, default=None, metavar="N",
+                   help="class names shown (default: all of them up to 100, wrapped; 0: all)")
     p = client_parser(sub, "load", "load a model into the server", cmd_load)
     p.add_argument("model", help="the id to serve it under")
     p.add_argument("source", help="an architecture (resnet18, or resnet18:DEFAULT with its weights as serve --model takes it) or a checkpoint name in the store")
@@ -55,18 +57,36 @@ def cmd_info(args) -> int:
     print(f"{info.model}: {info.arch} from {info.source} ({info.weights}) on {info.device} as {info.dtype}")
     if info.note:
         print(f"note: {info.note}")
+    print(backend_line(info.backend))
     p = info.preprocessing
     print(f"input {info.input_size} (runs on H, W >= {info.min_input_size}); resize {p['resize']}, crop {p['crop']}, "
-    print(backend_line(info.backend))
           f"mean {[round(m, 4) for m in p['mean']]}, std {[round(s, 4) for s in p['std']]}")
-    print(f"{len(info.class_names)} classes: {', '.join(info.class_names[:8])}{' ...' if len(info.class_names) > 8 else ''}")
+    print_classes(info.class_names, args.classes)
     print(f"parameters {info.num_parameters:,} ({info.trainable_parameters:,} trainable), "
-          f"{human(info.flops)}FLOPs / {human(info.mult_adds)} mult-adds per image\n")
+          f"{si(info.flops, 'FLOPs')} / {si(info.mult_adds, 'MACs')} (mult-adds) per image\n")
     layers = info.layers if args.all else [l for l in info.layers if l.is_leaf or l.depth == 1]
     print_table([["  " * (l.depth - 1) + l.name, l.type, l.input_shape, l.output_shape, f"{l.num_parameters:,}",
-                  human(l.mult_adds), "cam" if l.cam_target else ""] for l in layers],
+                  si(l.mult_adds, "MACs"), "cam" if l.cam_target else ""] for l in layers],
                 ["layer", "type", "input", "output", "params", "mult-adds", ""])
     return 0
+
+
+CLASSES_SHOWN = 100  # ImageNet's 1000 would fill screens: the first 100, and how to see the rest
+
+
+def print_classes(names: list[str], limit: int | None) -> None:
+    """The class names, wrapped to the terminal: all of them up to `limit`
+    (None: CLASSES_SHOWN; 0: every one), then how many more and the flag."""
+    import shutil
+    import textwrap
+
+    shown = names if limit == 0 or len(names) <= (limit or CLASSES_SHOWN) else names[:limit or CLASSES_SHOWN]
+    text = ", ".join(shown)
+    if len(shown) < len(names):
+        text += f", ... and {len(names) - len(shown)} more (--classes 0 shows all, --json lists them)"
+    width = max(40, shutil.get_terminal_size((100, 24)).columns)
+    print(f"{len(names)} classes:")
+    print(textwrap.fill(text, width=width, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
 
 
 def cmd_load(args) -> int:
@@ -81,8 +101,20 @@ def cmd_load(args) -> int:
     else:
         print(f"loaded {info.model}: {info.arch} ({info.weights}) on {info.device} as {info.dtype}"
               + (f", compiled ({info.compile}) for batch sizes {info.compile_batch_sizes}" if info.compile else "")
+              + (f"; {backend_line(info.backend)}" if info.backend.get("name", "torch") != "torch" else "")
               + (f" — {info.note}" if info.note else ""))
     return 0
+
+
+def backend_line(backend: dict) -> str:
+    """What runs Predict, in one line: `predict backend torch`, or onnxruntime with its providers."""
+    name = backend.get("name") or "torch"
+    if name == "torch":
+        return "predict backend torch"
+    return (f"predict backend {name} ({', '.join(backend.get('providers', []))}; {backend.get('session_dtype')}, "
+            f"{backend.get('intra_op_threads')} threads), exported with the {backend.get('exporter')} exporter in "
+            f"{backend.get('export_ms', 0) / 1e3:.2f} s; logits within {backend.get('parity_max_abs_diff', 0):.2g} "
+            f"of torch's at load")
 
 
 def cmd_unload(args) -> int:
@@ -101,22 +133,10 @@ def summary_report(info, depth: int) -> dict:
     totals of what they hold) and the totals."""
     total, trainable = {}, {}
     for l in info.layers:
-              + (f"; {backend_line(info.backend)}" if info.backend.get("name", "torch") != "torch" else "")
         inside = [m for m in info.layers if m.name == l.name or m.name.startswith(l.name + ".")]
         total[l.name] = sum(m.num_parameters for m in inside)
         trainable[l.name] = sum(m.trainable_parameters for m in inside)
     size = _DTYPE_BYTES.get(info.dtype, 4)
-def backend_line(backend: dict) -> str:
-    """What runs Predict, in one line: `predict backend torch`, or onnxruntime with its providers."""
-    name = backend.get("name") or "torch"
-    if name == "torch":
-        return "predict backend torch"
-    return (f"predict backend {name} ({', '.join(backend.get('providers', []))}; {backend.get('session_dtype')}, "
-            f"{backend.get('intra_op_threads')} threads), exported with the {backend.get('exporter')} exporter in "
-            f"{backend.get('export_ms', 0) / 1e3:.2f} s; logits within {backend.get('parity_max_abs_diff', 0):.2g} "
-            f"of torch's at load")
-
-
     leaf_out = sum(_numel(l.output_shape) for l in info.layers if l.is_leaf and l.output_shape)
     mb = 1e6
     input_mb = _numel(info.input_size) * 4 / mb
@@ -163,7 +183,7 @@ def cmd_summary(args) -> int:
     print(f"Total params: {report['total_params']:,}")
     print(f"Trainable params: {report['trainable_params']:,}")
     print(f"Non-trainable params: {report['non_trainable_params']:,}")
-    print(f"Total mult-adds: {report['mult_adds']:,} ({human(report['mult_adds'])})")
+    print(f"Total mult-adds: {report['mult_adds']:,} ({si(report['mult_adds'], 'MACs')})")
     print(rule)
     print(f"Input size (MB): {report['input_mb']:.2f}")
     print(f"Forward/backward pass size (MB): {report['forward_backward_pass_mb']:.2f}")

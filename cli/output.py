@@ -23,9 +23,14 @@ def print_json(obj) -> None:
     print(json.dumps(obj, default=default, indent=2))
 
 
-def human(n: float) -> str:
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(n) < 1000:
-            return f"{n:.1f}{unit}" if unit else f"{int(n)}"
+def si(n: float, unit: str = "") -> str:
+    """A count with an SI prefix, a space before it, and the unit glued to the
+    prefix as people write them: si(5.0e6, "FLOPs") == "5.0 MFLOPs",
+    si(1.2e9, "MACs") == "1.2 GMACs", si(512, "MACs") == "512 MACs",
+    si(3.4e6) == "3.4 M". The one formatter for counts (info, summary, bench)."""
+    for prefix in ("", "K", "M", "G", "T", "P"):
+        if abs(n) < 999.95 or prefix == "P":
+            number = f"{n:.1f}" if prefix else f"{n:.0f}" if float(n).is_integer() else f"{n:.1f}"
+            return f"{number} {prefix}{unit}".rstrip()
         n /= 1000
-    return f"{n:.1f}P"
+    raise AssertionError("unreachable")

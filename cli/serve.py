@@ -189,8 +189,14 @@ def default_models(config) -> list:
     from netscope.server.app import ModelSpec
     from netscope.server.models.registry import weights_cache_path
 
-    cached = weights_cache_path(torchvision.models.ResNet18_Weights.DEFAULT).exists()
+    weights = weights_cache_path(torchvision.models.ResNet18_Weights.DEFAULT)
+    cached = weights.exists() or bool(config.allow_download)  # with --allow-download, fetched (hash-checked) at load
     resnet = ModelSpec("resnet18", "resnet18", "DEFAULT" if cached else "none")
+    if not cached:
+        logging.getLogger("netscope").warning(
+            "resnet18 is not served beside the demo: its ImageNet weights are not in the torch cache (looked for "
+            "%s); start once with --allow-download to fetch them there, or copy %s into %s (TORCH_HOME sets the "
+            "cache)", weights, weights.name, weights.parent)
     try:
         from netscope.training.demo import ensure_demo
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 import grpc
+
+from . import atomic_file
 
 # Faithfulness metrics, as the Faithfulness message names them.
 METRICS = ("deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence", "road_morf", "road_lerf")
@@ -51,14 +51,7 @@ def one_line(text: str) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` all at once: a reader sees the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_file.write_atomically(path, lambda f: f.write(text), binary=False)
 
 
 class JobIndex:

@@ -29,11 +29,12 @@ import datetime as _dt
 import math
 import os
 import pathlib
-import tempfile
 from collections import OrderedDict
 from typing import Any, Mapping
 
 import torch
+
+from netscope.client.atomic_file import write_atomically
 
 FORMAT = "netscope-checkpoint"
 FORMAT_VERSION = 1
@@ -141,20 +142,7 @@ def save_checkpoint(
     }
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return write_atomically(path, lambda f: torch.save(ckpt, f), fsync=True)
 
 
 def is_netscope_checkpoint(obj) -> bool:

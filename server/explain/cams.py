@@ -308,8 +308,46 @@ def finer_cam(p: Pass) -> Maps:
             source="Zhou et al., CVPR 2016")
 def cam(p: Pass) -> Maps:
     n = p.layers[0]
-    a, weights = _cam_weights(p.model, n, p.acts[n], p.logits, p.targets)
+    try:
+        a, weights = _cam_weights(p.model, n, p.acts[n], p.logits, p.targets)
+    except InvalidArgument as exc:
+        works = _cam_layers(p.model, p.x[:1], p.logits[:1], exclude=n)
+        if not works:
+            raise
+        # The pooled features are another layer's output (the demo's default
+        # layer is a conv whose output is normalised and rectified before pooling).
+        raise InvalidArgument(f"{exc}; on this model cam works at layers={works[0]!r}"
+                              + (f" (also {', '.join(map(repr, works[1:3]))})" if works[1:] else ""),
+                              reason=exc.reason, field="layers",
+                              metadata={**exc.metadata, "cam_layer": works[0]}) from None
     return {n: [p.reduce(a, weights=weights[:, j]) for j in range(p.k)]}
+
+
+def _cam_layers(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, exclude: str = "") -> list[str]:
+    """The layers whose output the classifier's logits are Linear(global
+    average pool) of, last first: where `cam` works on this model. One
+    forward pass of one image, capturing every layer whose output could feed
+    the head (4-D, as many channels as the head takes, more than one pixel:
+    the pooling layer itself has no map); [] when none does."""
+    head = classifier_head(model)
+    if head is None:
+        return []
+    fc = head[1]
+    names = [name for name, m in model.named_modules()
+             if name and name != exclude and not name.startswith(head[0]) and type(m).forward is not nn.Module.forward]
+    with torch.no_grad(), capture(model, names) as cap:
+        model(x)
+    works = []
+    for name in reversed(names):
+        a = cap.outputs.get(name)
+        if a is None or a.dim() != 4 or a.shape[1] != fc.in_features or a.shape[2] * a.shape[3] < 2:  # 1x1: no map
+            continue
+        try:
+            _cam_weights(model, name, a.float(), logits, torch.zeros((1, 1), dtype=torch.long))
+        except InvalidArgument:
+            continue
+        works.append(name)
+    return works
 
 
 # ---------------------------------------------------------------- the perturbation CAMs

@@ -57,18 +57,20 @@ class Rendering:
     clip_percentile: float
 
     def overlay_png(self, rgb: np.ndarray, values: np.ndarray) -> bytes:
-        """(H, W, 3) uint8 RGB and a 2-D float map -> PNG of the map over the image."""
+        """(H, W, 3) uint8 RGB and a 2-D float map -> PNG of the map over the
+        image; a small image (the 32 px demo) is enlarged for display by a whole
+        factor to at least imaging.DISPLAY_MIN_SIDE, pixels as square blocks."""
         if self.sign == HEAT:
-            return imaging.encode_png(imaging.overlay(rgb, values, self.colormap, self.alpha))
-        return imaging.encode_png(imaging.signed_overlay(rgb, values, self.sign, self.colormap, self.alpha,
-                                                         clip_percentile=self.clip_percentile))
+            return imaging.encode_png(imaging.for_display(imaging.overlay(rgb, values, self.colormap, self.alpha)))
+        return imaging.encode_png(imaging.for_display(imaging.signed_overlay(
+            rgb, values, self.sign, self.colormap, self.alpha, clip_percentile=self.clip_percentile)))
 
     def heatmap_png(self, values: np.ndarray) -> bytes:
-        """A 2-D float map -> PNG of the map alone, coloured."""
+        """A 2-D float map -> PNG of the map alone, coloured, enlarged for display as overlay_png is."""
         if self.sign == HEAT:
-            return imaging.encode_png(imaging.colorize(imaging.to_uint8(values), self.colormap))
-        return imaging.encode_png(imaging.signed_heatmap(values, self.sign, self.colormap,
-                                                         clip_percentile=self.clip_percentile))
+            return imaging.encode_png(imaging.for_display(imaging.colorize(imaging.to_uint8(values), self.colormap)))
+        return imaging.encode_png(imaging.for_display(imaging.signed_heatmap(
+            values, self.sign, self.colormap, clip_percentile=self.clip_percentile)))
 
 
 def resolve(render, method: str, noise_tunnel: str = "") -> Rendering:

@@ -394,6 +394,26 @@ def scale_tile(tile: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(tile, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
+DISPLAY_MIN_SIDE = 224  # px: a picture for a person is at least this on its short side
+
+
+def for_display(picture: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
+    """(H, W[, 3]) uint8 -> the same picture enlarged by the smallest whole
+    factor that makes its short side at least `min_side` (a 32 px digit
+    becomes 224 px), each pixel a square block: nearest-neighbour, so a
+    person sees the very pixels the model saw, not an interpolation of them.
+    Pictures already that large are returned as they are."""
+    factor = display_factor(*picture.shape[:2], min_side=min_side)
+    if factor == 1:
+        return picture
+    return np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
+
+
+def display_factor(height: int, width: int, min_side: int = DISPLAY_MIN_SIDE) -> int:
+    """The whole factor for_display enlarges an (height, width) picture by (1: none)."""
+    return max(1, -(-min_side // max(1, min(height, width))))
+
+
 def overlay(rgb: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
     """Blend a heatmap (any range, resized to the image) over RGB pixels."""
     if not 0.0 <= alpha <= 1.0:

@@ -367,10 +367,11 @@ def answer_bytes(request: pb.ExplainRequest, n_images: int, k: int, heat_pixels:
     they did not compress) and the scores."""
     h, w = input_hw
     per_map = 4 * heat_pixels + 4 * h * w + 128 + 64
+    shown = imaging.display_factor(h, w)  # small inputs' PNGs are enlarged for display
     if request.render_overlay:
-        per_map += _png_bytes(h, w)
+        per_map += _png_bytes(h * shown, w * shown)
     if request.render_heatmap:
-        per_map += _png_bytes(h, w)
+        per_map += _png_bytes(h * shown, w * shown)
     if faithfulness_metrics(request):
         per_map += 64
     return n_images * k * per_map + 1024

@@ -20,7 +20,8 @@ from netscope.training.data import SHAPE_CLASSES, export_shapes
 
 from ..test_cli import free_port, netscope_command
 
-SIZE = 64  # the tiny model's input: overlays are SIZE x SIZE
+SIZE = 64  # the tiny model's input
+SHOWN = 256  # its overlays: SIZE enlarged for display by a whole factor to >= 224 px (imaging.for_display)
 
 
 def save_tiny_checkpoint(store: Path, name: str = "tiny") -> None:
@@ -143,7 +144,7 @@ def check_whole_rows(out: Path) -> list[dict]:
         if r["status"] == "ok":
             assert r["label"] == SHAPE_CLASSES[int(r["target"])]
             assert 0 < float(r["probability"]) <= 1 and np.isfinite(float(r["score"]))
-            assert decoded_png(out / r["overlay"]).shape == (SIZE, SIZE, 3)
+            assert decoded_png(out / r["overlay"]).shape == (SHOWN, SHOWN, 3)
     return rows
 
 

@@ -18,7 +18,7 @@ from netscope.client.job_index import METRICS
 SCORED = [m for m in METRICS if not m.startswith("road")]  # what a bare --metrics scores (DEFAULT_METRICS)
 
 from ..conftest import encode
-from .helpers import SIZE, check_whole_rows, decoded_png, shapes_folder
+from .helpers import SHOWN, check_whole_rows, decoded_png, shapes_folder
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_every_row_and_overlay_of_a_few_hundred_images(run_cli, client, tiny, fo
         assert float(row["score"]) == pytest.approx(want.score, rel=1e-5, abs=1e-6), row["id"]
         assert float(row["probability"]) == pytest.approx(want.probability, rel=1e-5, abs=1e-7), row["id"]
         got = decoded_png(out / row["overlay"])
-        assert got.shape == (SIZE, SIZE, 3)
+        assert got.shape == (SHOWN, SHOWN, 3)
         ref = cv2.imdecode(np.frombuffer(want.overlay_png, np.uint8), cv2.IMREAD_UNCHANGED)
         # the same picture (batched and single computations may differ in the last float bit,
         # a colour step here and there; another image's overlay differs by tens on average)
