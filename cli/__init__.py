@@ -1,6 +1,6 @@
 """The `netscope` command: run a server, or talk to one. Each command group is
 one module of this package (serve, train, models, discovery, predict,
-inspection, explain, bench); `build_parser` asks each to add its sub-commands."""
+inspection, explain, bench, ui); `build_parser` asks each to add its sub-commands."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +10,11 @@ import sys
 from netscope.client.client import NetscopeError
 from netscope.client.connection import ConnectionSettingsError
 
-from . import bench, discovery, explain, inspection, models, predict, serve, train
+from . import bench, discovery, explain, inspection, models, predict, serve, train, ui
 from .preflight import UsageError, check as preflight
 
 # In the order `netscope --help` lists them.
-GROUPS = (serve, train, models, discovery, predict, inspection, explain, bench)
+GROUPS = (serve, train, models, discovery, predict, inspection, explain, bench, ui)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,15 @@ def test_the_client_library_imports_neither_server_cli_nor_torch():
     assert heavy == [], f"netscope.client imports {heavy}"
 
 
+def test_the_viewer_is_a_client_of_the_server_only():
+    """netscope.ui talks to the server through netscope.client: it imports neither the server nor torch."""
+    import pytest
+
+    pytest.importorskip("gradio", reason="the ui extra: run scripts/setup.sh test")
+    heavy = imported_after("import netscope.ui.app, netscope.ui.views, netscope.ui.job_folder")
+    assert heavy == [], f"netscope.ui imports {heavy}"
+
+
 def test_the_command_builds_its_help_without_torch_or_the_server():
     heavy = imported_after("from netscope import cli\ncli.build_parser().format_help()")
     assert not [m for m in heavy if m.split(".")[0] in ("torch", "torchvision", "captum", "cv2")
