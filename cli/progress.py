@@ -4,9 +4,9 @@ unreadable line written only at the end.
 
 Plain lines say images done of the total, the rate of this run (images a
 second, skipped images not counted) and the time left at that rate. One
-comes at the start, at every `step_percent` of the total, at least every
-`every_s` seconds while the job runs (so a slow first image still shows the
-job is alive) and at the end.
+comes as each method starts (`set_description`), at every `step_percent` of
+the total, at least every `every_s` seconds while the job runs (so a slow
+first image still shows the job is alive) and at the end.
 """
 from __future__ import annotations
 
@@ -28,7 +28,15 @@ def job_progress(total: int, *, stream: TextIO | None = None, every_s: float = P
     if not disable and stream.isatty():
         from tqdm import tqdm
 
-        return tqdm(total=total, unit="img", file=stream)
+        class Bar(tqdm):
+            def skipped(self, n: int) -> None:
+                """n images done before this run: on the bar, not in its rate."""
+                self.n += n
+                self.initial += n
+                self.last_print_n = self.n
+                self.refresh()
+
+        return Bar(total=total, unit="img", file=stream)
     return PlainProgress(total, stream=stream, every_s=every_s, step_percent=step_percent, disable=disable)
 
 
@@ -75,6 +83,8 @@ class PlainProgress:
 
     def set_description(self, text: str) -> None:
         self.description = text
+        if not self.disable:
+            self._line()  # a method starts
 
     def write(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -83,7 +93,10 @@ class PlainProgress:
         """n images the index already holds: counted as done, not in the rate."""
         with self._lock:
             self._skipped += n
-        self.update(n, counted=False)
+            self.n += n
+            self._next_percent = (100.0 * self.n / max(self.total, 1) // self.step + 1) * self.step
+        if not self.disable:
+            self._line()
 
     def update(self, n: int = 1, *, counted: bool = True) -> None:
         with self._lock:
@@ -98,7 +111,7 @@ class PlainProgress:
             self._line()
 
     def _tick(self) -> None:
-        self._line()  # at once: the job has started
+        self._last_line = time.monotonic()
         while not self._stop.wait(min(1.0, self.every_s)):
             if time.monotonic() - self._last_line >= self.every_s:
                 self._line()
@@ -120,5 +133,5 @@ class PlainProgress:
         elif not final:
             text += f", waiting for the first answer ({_duration(elapsed)})"
         if final:
-            text += f", {_duration(elapsed)}"
+            text += f", took {_duration(elapsed)}"
         self.write(text)

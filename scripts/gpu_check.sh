@@ -29,6 +29,7 @@
 #   stream + overlay   50 s  [~25]
 #   netscope bench     60 s  [~30]  resnet50, batch 1 JPEG, service vs in-process
 #   serving bench     100 s  [~60]  every pair but compile
+#   metric costs       40 s  [~15]  each faithfulness metric, resnet18 224 and the demo's net (log only)
 #   onnxruntime GPU    60 s  [~20]  backend onnxruntime on cuda: providers, float16, logits vs torch
 #   serving compile   120 s  [~80]  inductor reduce-overhead, resnet50 batch 64:
 #                                   the riskiest, so last and in a JSON of its own
@@ -222,6 +223,8 @@ main() {
     # The onnxruntime backend's GPU providers (issue 18): TensorRT/CUDA first, float32 and float16, the logits
     # against the torch backend's. Skips (says so) when the machine's onnxruntime has no CUDA provider.
     step "onnxruntime GPU" 60 "${PYTEST[@]}" -rs tests/test_onnx_backend.py -k gpu_providers
+    # Seconds per image of each faithfulness metric (docs/EXPLANATIONS.md's GPU column), in the log.
+    step "metric costs" 40 "$PYTHON" scripts/metric_costs.py --device "$DEVICE" --images "$([ "$QUICK" = 1 ] && echo 1 || echo 5)"
     step "serving compile" 120 env NETSCOPE_BENCH_CALLERS=$SERVING_CALLERS "${PYTEST[@]}" \
         tests/bench/test_serving_bench.py -k compile --benchmark-enable "${SERVING_OPTS[@]}" \
         --benchmark-json="$OUT/serving_compile.json"

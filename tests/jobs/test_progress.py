@@ -127,7 +127,8 @@ def test_a_slow_job_with_a_short_timeout_writes_rows_as_images_finish_and_resume
     # Piped, progress is plain lines: a first one at once, then as images finish, and a last one.
     lines = [line for line in err.splitlines() if line.startswith("netscope explain: grad_cam ")]
     assert len(lines) >= 3, err
-    assert f"{len(done)} already done" in lines[0]
+    assert lines[0].startswith(f"netscope explain: grad_cam 0/{n} images")  # at once, before any answer
+    assert f"{len(done)}/{n} images" in lines[1] and f"{len(done)} already done" in lines[1]
     assert any("img/s" in line and "left" in line for line in lines[1:-1]), lines
     assert lines[-1].startswith(f"netscope explain: grad_cam {n}/{n} images (100%)"), lines
     assert "\r" not in err  # no bar's carriage returns in a log
