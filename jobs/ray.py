@@ -34,10 +34,12 @@ in the workers and the preflight, so the driver stays light.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +54,7 @@ log = logging.getLogger("netscope.jobs.ray")
 
 INSTALL_HINT = "pip install netscope[ray]"
 DEFAULT_MAX_PIXELS = 64_000_000  # as server/imaging's DEFAULT_MAX_PIXELS; the driver does not import the server
-DECODE_BATCH = 16  # images per decode task call
+MAX_BLOCKS = 10_000  # the most blocks one job's items are cut into (their bookkeeping is the driver's)
 DECODE_CPUS = 0.5  # a decode task's CPU share (see explain_dataset)
 
 
@@ -122,15 +124,17 @@ def _error_of(answer: bytes) -> NetscopeError:
 
 # ---------------------------------------------------------------- preflight
 
-def describe(model: ModelSource, request: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+def describe(model: ModelSource, request: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, stream_batch: int = 32) -> dict:
     """Load the model once (on the CPU) and check the request as the Explain RPC
     checks it before any image: method, options, layers, target, rendering.
-    Returns {"recipe", "min_size", "max_pixels"} for the decode tasks, or
+    Returns {"recipe", "min_size", "max_pixels"} for the decode tasks and
+    "batch", the images of one device batch (ExplainStream's batch_limit), or
     {"error": serialized ExplainStreamResponse} (the model or the request is
     at fault: every image would fail so). Runs as a Ray task, on the cluster,
     where the store is."""
     from netscope.server.errors import ServerError
     from netscope.server.rpc import convert
+    from netscope.server.runtime.stream import batch_limit
 
     try:
         if model.source in ("demo", "demo.pt"):
@@ -143,7 +147,8 @@ def describe(model: ModelSource, request: bytes, max_pixels: int = DEFAULT_MAX_P
         req.model = model.id
         service.check_explanation(m, req, 1, m.input_size)
         convert.check_render(req)
-        return {"recipe": m.recipe, "min_size": m.min_input_size, "max_pixels": max_pixels}
+        return {"recipe": m.recipe, "min_size": m.min_input_size, "max_pixels": max_pixels,
+                "batch": batch_limit(req, stream_batch)}
     except ServerError as exc:
         return {"error": _status_bytes(exc)}
 
@@ -327,11 +332,13 @@ class Placement:
         return cls(actors or max(1, int(res.get("CPU", 1)) // 2), 0, 1)
 
 
-def preflight(model: ModelSource, request: pb.ExplainRequest, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+def preflight(model: ModelSource, request: pb.ExplainRequest, max_pixels: int = DEFAULT_MAX_PIXELS,
+              stream_batch: int = 32) -> dict:
     """`describe` as a Ray task on the cluster; raises the model's or the
     request's NetscopeError (NOT_FOUND, INVALID_ARGUMENT, ...) before any image is read."""
     ray = require_ray()
-    info = ray.get(ray.remote(num_cpus=1)(describe).remote(model, request.SerializeToString(), max_pixels))
+    info = ray.get(ray.remote(num_cpus=1)(describe).remote(model, request.SerializeToString(), max_pixels,
+                                                            stream_batch))
     if "error" in info:
         raise _error_of(info["error"])
     return info
@@ -345,18 +352,19 @@ def explain_dataset(ds, model: ModelSource, request: pb.ExplainRequest, *, info:
     the request's error before any image is read)."""
     ray = require_ray()
     quiet()
-    info = info or preflight(model, request, max_pixels)
+    info = info or preflight(model, request, max_pixels, stream_batch)
     place = Placement.for_cluster(ray, model, actors)
     ds = ds.map_batches(decode, fn_kwargs={"recipe": info["recipe"], "min_size": info["min_size"],
                                            "max_pixels": info["max_pixels"]},
-                        batch_size=DECODE_BATCH, batch_format="numpy",
+                        batch_size=None, batch_format="numpy",  # a block at a time
                         # Not the actors' resources, so Ray Data keeps decoding in tasks of its own rather than
                         # fusing it into the actors: they only explain, and two decoders fit beside one actor.
                         num_cpus=DECODE_CPUS)
     return ds.map_batches(Explainer, fn_constructor_kwargs={"model": model, "request": request.SerializeToString(),
                                                             "stream_batch": stream_batch,
                                                             "max_pixels": info["max_pixels"]},
-                          batch_size=stream_batch, batch_format="numpy",
+                          # A device batch per call, so answers leave as each is done (one image with metrics).
+                          batch_size=info["batch"], batch_format="numpy",
                           compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors),
                           num_gpus=place.num_gpus, num_cpus=place.num_cpus)
 
@@ -438,12 +446,15 @@ class RayJob(ExplainJob):
         """ExplainJob.run, on Ray: connects first (from this thread: Ray wants the main
         one for its signal handlers) and shuts down a Ray it started here."""
         ray = require_ray()
-        started = connect(self.address)
-        try:
-            return super().run(inputs, progress, images=images)
-        finally:
-            if started:
-                ray.shutdown()
+        # Ray prints the cluster's error messages (a worker died, ...) to stdout: they belong
+        # on stderr, beside the job's own, and stdout to the job's result (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            started = connect(self.address)
+            try:
+                return super().run(inputs, progress, images=images)
+            finally:
+                if started:
+                    ray.shutdown()
 
     def _stream(self, server: str, work, record) -> None:
         """Everything in `work` through the pipeline; each answer recorded once, as it arrives."""
@@ -453,10 +464,11 @@ class RayJob(ExplainJob):
         if not items:
             return
         ray = require_ray()
-        info = preflight(self.model, self.spec, self.max_pixels)
+        info = preflight(self.model, self.spec, self.max_pixels, self.stream_batch)
         rows = [{"id": item_id, "uri": str(path), "label": (self.labels or {}).get(item_id, "")}
                 for item_id, path in items]
-        blocks = max(1, math.ceil(len(rows) / self.stream_batch))
+        # Blocks of a device batch: the unit Ray schedules, retries, and hands back to be written.
+        blocks = min(MAX_BLOCKS, max(1, math.ceil(len(rows) / info["batch"])))
         ds = explain_dataset(ray.data.from_items(rows, override_num_blocks=blocks), self.model, self.spec,
                              info=info, actors=self.actors, stream_batch=self.stream_batch,
                              max_pixels=self.max_pixels)
