@@ -5,6 +5,8 @@
     mnist:ROOT
     fashionmnist:ROOT
     digits             scikit-learn's bundled 8x8 handwritten digits, upscaled (default 32x32)
+    mixed_digits       digits as people make them (training/digit_images.py): sklearn's, upscaled
+                       nearest and bilinear, beside font and hand-drawn digits, either polarity
     shapes             generated with OpenCV: filled shapes on cluttered backgrounds, with boxes
 
 Every source gives a `Datasets`: train/val/test sets yielding (normalised float
@@ -31,7 +33,7 @@ from torch.utils.data import Dataset
 
 log = logging.getLogger("netscope.training")
 
-SOURCES = ("imagefolder", "cifar10", "mnist", "fashionmnist", "digits", "shapes")
+SOURCES = ("imagefolder", "cifar10", "mnist", "fashionmnist", "digits", "mixed_digits", "shapes")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 from .options import AUGMENTATIONS  # noqa: E402
@@ -39,11 +41,15 @@ from .options import AUGMENTATIONS  # noqa: E402
 AUTO_AUGMENT = {
     "shapes": "flip",
     "digits": "shift",
+    "mixed_digits": "shift",
     "mnist": "shift",
     "fashionmnist": "crop",
     "cifar10": "crop",
     "imagefolder": "rrc",
 }
+
+
+MIXED_DIGITS_SAMPLES = 8000  # mixed_digits' default train images (val and test an eighth each)
 
 
 class DataError(ValueError):
@@ -60,9 +66,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if kind not in SOURCES:
         raise DataError(
             f"unknown data source {spec!r}; use one of imagefolder:PATH, cifar10:ROOT, mnist:ROOT, "
-            "fashionmnist:ROOT, digits, shapes"
+            "fashionmnist:ROOT, digits, mixed_digits, shapes"
         )
-    if kind in ("digits", "shapes"):
+    if kind in ("digits", "mixed_digits", "shapes"):
         if arg:
             raise DataError(f"{kind} takes no path (got {spec!r})")
         return kind, None
@@ -568,6 +574,25 @@ def build_datasets(
         pre = _pre(size, ch, mean, std)
         names = [str(c) for c in d.target_names]
         info.update(split={"seed": seed, "train": idx[0], "val": idx[1], "test": idx[2]})
+        native = size
+    elif kind == "mixed_digits":
+        from . import digit_images
+
+        size = image_size or 32
+        ch = channels or 1
+        _, digit_targets = digit_images.sklearn_digits()
+        sk_idx = stratified_split(digit_targets.tolist(), seed)  # each split upscales its own sklearn images
+        n_train = int(samples or MIXED_DIGITS_SAMPLES)
+        counts = (n_train, max(10, n_train // 8), max(10, n_train // 8))
+        bases = []
+        for stream, (n, idx) in enumerate(zip(counts, sk_idx)):
+            pixels, labels = digit_images.mixed_digits(n, seed, stream, size, idx)
+            bases.append(Subset(ArrayDataset(pixels, labels), _limit(list(range(n)), limit)))
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet_norm and ch == 3 else \
+            _mean_std(bases[0].base.pixels[:2048], ch)
+        pre = _pre(size, ch, mean, std)
+        names = [str(c) for c in range(10)]
+        info.update(seed=seed, samples=[len(b) for b in bases], generator_seed=seed)
         native = size
     elif kind in ("cifar10", "mnist", "fashionmnist"):
         bases, names, pre, native, extra = _torchvision_source(kind, arg, image_size, channels, download, seed, limit,

@@ -1,4 +1,5 @@
-"""The embedded default model `demo`: a small CNN trained on scikit-learn's digits.
+"""The embedded default model `demo`: a small CNN that reads one digit as people
+make it: handwritten, typed or drawn, white on black or black on white.
 
 `ensure_demo(store)` returns `store/demo.pt`, training it first when it is
 missing (about a minute on two CPU cores, with a progress bar). The recipe is
@@ -18,17 +19,15 @@ from . import checkpoint as ckpt_mod
 
 log = logging.getLogger("netscope.training")
 
-# The demo recipe: scikit-learn's digits (real data that ships with an installed
-# package) at 32x32, one channel, simple_cnn with three blocks (a 4x4 map at
-# features.2, 8x8 at features.1), AdamW with a one-cycle schedule, one thread
-# (on a shared 2-core machine two threads fight each other and run 10x slower).
-# Shapes stay a data source (`netscope train --data shapes`), but learning
-# shapes on cluttered backgrounds takes far longer than a server start should.
-DEMO_ARGS = [
-    "--data", "digits", "--arch", "simple_cnn", "--arch-arg", "widths=[16,32,64]",
-    "--epochs", "12", "--batch-size", "64", "--optimizer", "adamw", "--lr", "8e-3", "--scheduler", "onecycle",
-    "--augment", "shift", "--seed", "0", "--threads", "1", "--no-tensorboard",
-]
+# The demo recipe is the defaults of its data source, `mixed_digits` (options.SOURCE_DEFAULTS:
+# 8000 generated 32x32 grey images of sklearn's digits upscaled nearest and bilinear,
+# Hershey and TrueType font digits and hand-drawn strokes, either polarity; simple_cnn
+# with two convs per block, widths 16-32-64 (maps 16x16, 8x8, 4x4), PyTorch's init,
+# AdamW 6e-3 one-cycle, 8 epochs, shift augmentation), so `netscope train --data
+# mixed_digits` trains the same model. Threads follow training/threads.py's rule.
+# Shapes stay a data source (`netscope train --data shapes`), but learning shapes on
+# cluttered backgrounds takes far longer than a server start should.
+DEMO_ARGS = ["--data", "mixed_digits", "--seed", "0", "--no-tensorboard"]
 
 
 def demo_argv(out, progress: bool = True) -> list[str]:
@@ -73,7 +72,7 @@ def ensure_demo(store_dir, name: str = "demo", progress: bool = True) -> pathlib
             return path
         from . import train as train_mod
 
-        log.info("no %s model in %s: training it (digits, simple_cnn; about a minute on CPU)", name, store)
+        log.info("no %s model in %s: training it (mixed_digits, simple_cnn; about a minute on CPU)", name, store)
         t0 = time.time()
         args = train_mod.parser().parse_args(demo_argv(path, progress))
         import torch

@@ -34,7 +34,7 @@ from . import paths as paths_mod
 
 log = logging.getLogger("netscope.training")
 
-from .options import DEFAULT_LR, DEFAULT_WD, INITS, OPTIMIZERS, SCHEDULERS, add_arguments  # noqa: F401
+from .options import DEFAULT_LR, DEFAULT_WD, INITS, OPTIMIZERS, SCHEDULERS, add_arguments, source_defaults  # noqa: F401
 EXIT_INTERRUPTED = 130
 
 
@@ -345,6 +345,7 @@ def _resolve(args):
         raise UsageError("--data is required (imagefolder:PATH, cifar10:ROOT, mnist:ROOT, fashionmnist:ROOT, "
                          "digits or shapes)")
     args.arch = args.arch or "simple_cnn"
+    apply_source_defaults(args, resuming=resume is not None)
     if args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
     if args.batch_size < 1:
@@ -355,6 +356,25 @@ def _resolve(args):
         kind = args.data.split(":")[0]
         args.out = f"models/{kind}-{args.arch}.pt"
     return resume
+
+
+def apply_source_defaults(args, resuming: bool = False) -> None:
+    """Options left unset take the data source's recipe (options.SOURCE_DEFAULTS), threads
+    the rule of training/threads.py. A resumed run has inherited its own values first,
+    and keeps its architecture's arguments."""
+    from .threads import default_threads
+
+    kind = args.data.split(":")[0].strip().lower()
+    recipe = source_defaults(kind, arch=args.arch, optimizer=args.optimizer, pretrained=bool(args.pretrained))
+    for key in ("image_size", "samples", "epochs", "lr", "weight_decay", "init"):
+        if getattr(args, key, None) is None and key in recipe:
+            setattr(args, key, recipe[key])
+    args.init = args.init or "default"
+    if not resuming and recipe.get("arch_arg"):
+        given = {key for key, _ in args.arch_arg}
+        args.arch_arg = [(k, v) for k, v in recipe["arch_arg"].items() if k not in given] + list(args.arch_arg)
+    if not args.threads:  # torchrun's processes on one machine share its cores
+        args.threads = max(1, default_threads() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def train(args) -> dict:

@@ -76,3 +76,14 @@ def test_default_command_beats_chance(tmp_path):
     ck = load_checkpoint(out)
     assert ck["arch_kwargs"]["widths"] == [16, 32, 64] and ck["extra"]["args"]["lr"] == 8e-3
     assert ck["metrics"]["test_acc"] >= 0.35  # chance is 0.1; 0.57 measured
+
+
+def test_shapes_defaults_are_the_measured_recipe():
+    """docs/TRAINING.md's 94% shapes run (recipes.SHAPES) is what `--data shapes` alone does."""
+    from netscope.training.recipes import SHAPES
+
+    keys = ("image_size", "samples", "arch", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
+            "scheduler", "init", "augment", "seed")
+    plain, recipe = resolved("--data", "shapes"), resolved(*SHAPES)
+    assert {k: getattr(plain, k) for k in keys} == {k: getattr(recipe, k) for k in keys}
+    assert dict(plain.arch_arg) == dict(recipe.arch_arg)
