@@ -7,8 +7,9 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("train", help="train an image classifier into a checkpoint the server serves",
                        description="Train an image classifier and write a netscope checkpoint, e.g. "
-                                   "netscope train --data digits --epochs 12 --out models/digits.pt (docs/TRAINING.md has a shapes recipe); "
-                                   "then netscope serve --model digits=digits serves it.")
+                                   "netscope train --data shapes --out models/shapes.pt (each data source's defaults are its working "
+                                   "recipe, docs/TRAINING.md; a flag given wins); "
+                                   "then netscope serve --model shapes=shapes serves it.")
     add_arguments(p)
     p.set_defaults(run=cmd_train)
 
