@@ -58,7 +58,7 @@ def add_commands(sub) -> None:
     p.add_argument("--metrics", nargs="?", action=MetricsFlag, default=None, metavar="NAME[,NAME...]",
                    help="faithfulness metrics per image in the index, and their means per method: any of "
                         f"{', '.join(FAITHFULNESS_METRICS)} or all (bare --metrics: {', '.join(DEFAULT_METRICS)}; "
-                        "ROAD costs seconds an image on a CPU, more than the rest together)")
+                        "ROAD alone costs as much on a CPU as the other four together)")
     p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")
     declare(p, ImagesOrFolders("INPUT", "inputs"), OutFolder("--out"))
     explain_ray.add_flags(p)

@@ -19,9 +19,10 @@ ranking of pixels and watch the target class's probability:
 A request names the metrics it wants (`METRICS`, by name); only those are
 computed, and each declares its cost (forward passes per map, and a cost
 class as the method registry's), which limits and the stream's batch sizing
-read. ROAD's imputations are sparse solves of up to H x W unknowns: on a CPU
-it costs more than every other metric together (docs/EXPLANATIONS.md has the
-figures), so the default set (`DEFAULT_METRICS`) leaves it out.
+read. ROAD's imputations are 18 sparse solves of up to H x W unknowns: on a
+CPU it costs as much as the other four together, twice deletion and
+insertion (docs/EXPLANATIONS.md has the figures), so the default set
+(`DEFAULT_METRICS`) leaves it out.
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "ROAD: most / least relevant pixels removed by noisy linear imputation (18 sparse solves per map)"),
 )}
 # What a bare `--metrics` asks for: everything but ROAD, whose imputations cost
-# more on a CPU than the rest together (seconds per image at 224 x 224).
+# as much on a CPU as the other four together (seconds per image at 224 x 224).
 DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
 # The passes of every metric together: what the faithfulness_maps ceiling was sized for.
 ALL_PASSES = 21 + 21 + 2 + 18
