@@ -19,6 +19,8 @@ What differs from a newcomer's machine, and why:
   running it: the whole suite runs in CI, not inside one of its tests.
 
 Slow (a clone, two editable installs, the demo's first training): NETSCOPE_SLOW=1.
+NETSCOPE_NEWCOMER_WORKTREE=1 also carries the checkout's uncommitted changes and
+new files into the clone, to try work before committing it.
 """
 from __future__ import annotations
 
@@ -66,6 +68,8 @@ def first_steps(text: str) -> dict[str, list[str]]:
     steps = {}
     for block in sh_blocks(text):
         for line in block:
+            if not line.startswith(".venv/bin/netscope "):
+                continue
             words = shlex.split(line, comments=True)
             if words[:1] == [".venv/bin/netscope"] and len(words) > 1 and words[1] in ("predict", "explain", "features"):
                 steps.setdefault(words[1], words)
@@ -103,6 +107,14 @@ def the_newcomers_images(root: Path) -> None:
 def a_fresh_clone(tmp_path: Path) -> Path:
     clone = tmp_path / "netscope"
     subprocess.run(["git", "clone", "-q", CHECKOUT, str(clone)], check=True, timeout=300)
+    if os.environ.get("NETSCOPE_NEWCOMER_WORKTREE"):  # try uncommitted work too: the checkout's changes and new files
+        diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=CHECKOUT, capture_output=True, check=True).stdout
+        subprocess.run(["git", "apply", "--allow-empty"], cwd=clone, input=diff, check=True)
+        new = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"], cwd=CHECKOUT,
+                             capture_output=True, text=True, check=True).stdout.split("\0")
+        for name in filter(None, new):
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            (clone / name).write_bytes((Path(CHECKOUT) / name).read_bytes())
     # The clone's .venv, as setup.sh makes it, seeing this checkout's installed packages (see the module's doc).
     subprocess.run([sys.executable, "-m", "venv", str(clone / ".venv")], check=True, timeout=300)
     site = Path(sysconfig.get_paths()["purelib"])
