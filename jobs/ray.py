@@ -47,7 +47,7 @@ import grpc
 
 from netscope.v1 import inspector_pb2 as pb
 
-from netscope.client.client import NetscopeError, StreamResult, _explanations, Timing
+from netscope.client.client import NetscopeError, StreamResult, Timing, _explanations, explain_request
 from netscope.client.jobs import IMAGE_SUFFIXES, ExplainJob, find_images as find_local_images, request_error
 
 log = logging.getLogger("netscope.jobs.ray")
@@ -209,6 +209,10 @@ class Explainer:
     rows of `id`, `answer` (a serialized pb.ExplainStreamResponse: the
     response or the item's error) and `worker` (ray:HOST:PID).
 
+    `keep_maps=False` drops the raw maps (heatmap, heatmap_upsampled) from the
+    answers, keeping scores and PNGs: what a job writes, at a third of the bytes
+    back to the driver for a 224x224 model.
+
     `request`: the pb.ExplainRequest (or its bytes) without images. Items go
     through the Explain RPC's own stages in the groups ExplainStream makes:
     consecutive items of one explanation share a device batch of at most
@@ -216,9 +220,10 @@ class Explainer:
     that fails is retried item by item, so an error is its item's own."""
 
     def __init__(self, model: ModelSource, request: bytes | pb.ExplainRequest, *, stream_batch: int = 32,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, keep_maps: bool = True):
         self.model = model
         self.stream_batch = stream_batch
+        self.keep_maps = keep_maps
         self.service = model.service(stream_batch=stream_batch, max_pixels=max_pixels)
         spec = request if isinstance(request, pb.ExplainRequest) else pb.ExplainRequest.FromString(request)
         self.spec = pb.ExplainRequest()
@@ -246,6 +251,11 @@ class Explainer:
             items.append(pb.ExplainStreamRequest(id=item_id, request=req))
         for group in self._groups(items):
             for resp in self._explain(group):
+                if not self.keep_maps:
+                    for explanation in resp.response.explanations:
+                        for cls in explanation.classes:
+                            cls.ClearField("heatmap")
+                            cls.ClearField("heatmap_upsampled")
                 answers[resp.id] = resp.SerializeToString()
         return {"id": ids, "answer": [answers[i] for i in ids], "worker": [self.worker] * len(ids)}
 
@@ -302,6 +312,16 @@ class Explainer:
         return out
 
 
+def request(method: str = "grad_cam", *, target: int | str | None = None, layers=(), overlay: bool = True,
+            heatmap_png: bool = False, colormap: str = "", alpha: float = 0.0, sign: str = "",
+            clip_percentile: float | None = None, faithfulness: bool = False, top_k: int = 0,
+            **options) -> pb.ExplainRequest:
+    """The ExplainRequest (without images) for explain_dataset / Explainer, with
+    Client.explain's keywords and options (steps=32, baseline="blur", ...)."""
+    return explain_request("", [], method, target, layers, overlay, heatmap_png, colormap, alpha, faithfulness,
+                           top_k, options, sign=sign, clip_percentile=clip_percentile)
+
+
 def result(answer: bytes) -> StreamResult:
     """An `answer` of explain_dataset / Explainer as the client's StreamResult:
     its maps (numpy arrays, per class) or its error (NetscopeError)."""
@@ -345,7 +365,8 @@ def preflight(model: ModelSource, request: pb.ExplainRequest, max_pixels: int = 
 
 
 def explain_dataset(ds, model: ModelSource, request: pb.ExplainRequest, *, info: dict | None = None,
-                    actors: int | None = None, stream_batch: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS):
+                    actors: int | None = None, stream_batch: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    keep_maps: bool = True):
     """`ds` (rows of `id` and `bytes` or `uri`, optionally `label`) -> a lazy
     Dataset of `id`, `answer`, `worker` (see Explainer; `result` reads an
     answer). `info`: what `preflight` returned (run here when None, raising
@@ -362,7 +383,8 @@ def explain_dataset(ds, model: ModelSource, request: pb.ExplainRequest, *, info:
                         num_cpus=DECODE_CPUS)
     return ds.map_batches(Explainer, fn_constructor_kwargs={"model": model, "request": request.SerializeToString(),
                                                             "stream_batch": stream_batch,
-                                                            "max_pixels": info["max_pixels"]},
+                                                            "max_pixels": info["max_pixels"],
+                                                            "keep_maps": keep_maps},
                           # A device batch per call, so answers leave as each is done (one image with metrics).
                           batch_size=info["batch"], batch_format="numpy",
                           compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors),
@@ -471,7 +493,7 @@ class RayJob(ExplainJob):
         blocks = min(MAX_BLOCKS, max(1, math.ceil(len(rows) / info["batch"])))
         ds = explain_dataset(ray.data.from_items(rows, override_num_blocks=blocks), self.model, self.spec,
                              info=info, actors=self.actors, stream_batch=self.stream_batch,
-                             max_pixels=self.max_pixels)
+                             max_pixels=self.max_pixels, keep_maps=False)  # the writer needs PNGs and scores
         seen: set[str] = set()
         try:
             for row in ds.iter_rows():
