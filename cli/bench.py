@@ -315,9 +315,16 @@ def cmd_bench(args) -> int:
         if r.server_ms:
             split = ", ".join(f"{k} {v:.2f}" for k, v in r.server_ms.items() if k != "device_batch_size")
             print(f"server time per request (ms): {split}; mean device batch {r.server_ms['device_batch_size']:.1f}")
-    if len(results) == 2 and results[0].latency_ms and results[1].latency_ms:
-        local, remote = results
+    local = results[0] if args.in_process and results[0].latency_ms else None
+    for remote in (results[1:] if local else []):
+        if not remote.latency_ms:
+            continue
+        way = "OIP" if remote.target.endswith("(OIP ModelInfer)") else "service"
         if (local.images_per_request, local.concurrency) == (remote.images_per_request, remote.concurrency):
-            print(f"service / in-process p50: {remote.latency_ms['p50'] / local.latency_ms['p50']:.3f}x")
-        print(f"service / in-process images/s: {remote.images_per_s / local.images_per_s:.3f}x")
+            print(f"{way} / in-process p50: {remote.latency_ms['p50'] / local.latency_ms['p50']:.3f}x")
+        print(f"{way} / in-process images/s: {remote.images_per_s / local.images_per_s:.3f}x")
+    if args.protocol == "both" and results[-1].latency_ms and results[-2].latency_ms:
+        v1, ours = results[-2], results[-1]
+        print(f"OIP / netscope.v1 p50: {ours.latency_ms['p50'] / v1.latency_ms['p50']:.3f}x; "
+              f"images/s: {ours.images_per_s / v1.images_per_s:.3f}x")
     return 0
