@@ -305,10 +305,14 @@ def explain_options(draw, cheap: bool) -> pb.ExplainOptions:
     o.kpca_kernel = draw(strings(("sigmoid", "rbf", "poly", "linear", "cosine", "")))
     o.aug_smooth, o.eigen_smooth = draw(st.booleans()), draw(st.booleans())
     o.faithfulness = False if cheap else draw(st.booleans())
+    if not cheap:  # the metrics by name: known ones, near misses, any string
+        o.metrics.extend(draw(st.lists(strings(METRIC_NAMES), max_size=3)))
     for name, value in draw(st.dictionaries(strings(PARAMETER_NAMES), option_values(), max_size=3)).items():
         o.parameters[name].CopyFrom(value)
     return o
 
+
+METRIC_NAMES = ("deletion", "insertion", "average_drop", "increase_in_confidence", "road", "Deletion", "roads", "")
 
 # Options by name in ExplainOptions.parameters: the schema's names (typed
 # fields set a second way, method-only options such as random_cam's) and others.
