@@ -393,8 +393,8 @@ def explain_dataset(ds, model: ModelSource, request: pb.ExplainRequest, *, info:
 
 def connect(address: str | None):
     """ray.init: `address` (auto, HOST:PORT, ray://...; None: $RAY_ADDRESS, else a
-    new local Ray on this machine), quietly. Returns whether this call started it
-    (then the caller shuts it down)."""
+    new local Ray on this machine), quietly, unless Ray is up in this process
+    already. Returns whether this call connected."""
     ray = require_ray()
     if ray.is_initialized():
         return False
@@ -466,17 +466,13 @@ class RayJob(ExplainJob):
 
     def run(self, inputs=(), progress=None, *, images=None):
         """ExplainJob.run, on Ray: connects first (from this thread: Ray wants the main
-        one for its signal handlers) and shuts down a Ray it started here."""
-        ray = require_ray()
+        one for its signal handlers). A local Ray it starts stays up for this process's
+        next jobs (one per method), and Ray shuts it down when the process exits."""
         # Ray prints the cluster's error messages (a worker died, ...) to stdout: they belong
         # on stderr, beside the job's own, and stdout to the job's result (--json).
         with contextlib.redirect_stdout(sys.stderr):
-            started = connect(self.address)
-            try:
-                return super().run(inputs, progress, images=images)
-            finally:
-                if started:
-                    ray.shutdown()
+            connect(self.address)
+            return super().run(inputs, progress, images=images)
 
     def _stream(self, server: str, work, record) -> None:
         """Everything in `work` through the pipeline; each answer recorded once, as it arrives."""
