@@ -138,8 +138,8 @@ class InProcessModel:
     compile_batch_sizes: list[int] = field(default_factory=list)
     device_decode: bool = False
     pin_memory: bool = True
-
     backend: str = ""  # what runs Predict: torch or onnxruntime
+
     @classmethod
     def of(cls, info) -> "InProcessModel":
         weights = "" if info.weights == "checkpoint" else info.weights
@@ -209,11 +209,11 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", ima
             spec = InProcessModel.of(clients[0].model_info(model))
             spec.source = source or spec.source
             spec.device, spec.dtype = device or spec.device, dtype or spec.dtype
-            local_n = in_process_images_per_request or images_per_request
             if backend:  # the in-process model's own Predict runtime; compile belongs to torch
                 spec.backend = backend
                 if backend != "torch":
                     spec.compile, spec.compile_batch_sizes = "", []
+            local_n = in_process_images_per_request or images_per_request
             local_callers = in_process_concurrency or concurrency
             local_images = [pool[i % len(pool)] for i in range(local_n)]
             local = InProcess(model, spec, store, rpc, local_images, method, options)
@@ -266,9 +266,9 @@ def add_commands(sub) -> None:
     p.add_argument("--store", default="models", help="model store for --in-process checkpoints")
     p.add_argument("--device", default="", help="device of the --in-process model (default: the server's)")
     p.add_argument("--dtype", default="", help="dtype of the --in-process model (default: the server's)")
-    p.add_argument("--in-process-images-per-request", type=int, default=0, metavar="N",
     p.add_argument("--backend", default="", choices=("", "torch", "onnxruntime"),
                    help="what runs Predict in the --in-process model: torch or onnxruntime (default: the server's)")
+    p.add_argument("--in-process-images-per-request", type=int, default=0, metavar="N",
                    help="images in each in-process request (default --images-per-request), e.g. 64 against 64 "
                         "callers of one image")
     add_renamed_flag(p, "--in-process-batch", "--in-process-images-per-request", type=int,

@@ -17,8 +17,8 @@ from . import explain_schema
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .out_folder import out_folder
 from .progress import job_progress
-from .preflight import ImagesOrFolders, OutFolder, ReadFolder, declare
 from . import explain_ray
+from .preflight import ImagesOrFolders, OutFolder, ReadFolder, declare
 from .output import print_json, print_table
 
 
@@ -60,8 +60,8 @@ def add_commands(sub) -> None:
                         f"{', '.join(FAITHFULNESS_METRICS)} or all (bare --metrics: {', '.join(DEFAULT_METRICS)}; "
                         "ROAD alone costs as much on a CPU as the other four together)")
     p.add_argument("--in-flight", type=int, default=64, help="images on the wire per server")
-    declare(p, ImagesOrFolders("INPUT", "inputs"), OutFolder("--out"))
     explain_ray.add_flags(p)
+    declare(p, ImagesOrFolders("INPUT", "inputs"), OutFolder("--out"))
     p = client_parser(sub, "pointing", "pointing-game accuracy of explanation methods on images with known boxes",
                       cmd_pointing)
     p.add_argument("folder", help="images plus boxes.csv (netscope.training.data.export_shapes writes one)")
