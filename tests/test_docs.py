@@ -58,6 +58,7 @@ def test_no_listed_method_is_unknown():
     assert set(re.findall(r"`(\w+)`", family_lines)) <= known
     # The measured rows: "grad_cam", "cam (layer `features`, 4x4)", "grad_cam@features.2.3 (...)",
     # "lime (50 samples)", "grad_cam, the same network untrained"; baselines are not methods.
-    measured = EXPLANATIONS[EXPLANATIONS.index("## Shapes, every method"):EXPLANATIONS.index("## In the tests")]
+    start = EXPLANATIONS.index("## Shapes, every method")
+    measured = EXPLANATIONS[start:EXPLANATIONS.index("\n## ", start + 1)]
     names = [re.split(r"[\s@,(]", c, maxsplit=1)[0] for c in first_cells(measured) if not c.startswith("baseline")]
     assert names and set(names) <= known, set(names) - known
