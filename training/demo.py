@@ -75,14 +75,8 @@ def ensure_demo(store_dir, name: str = "demo", progress: bool = True) -> pathlib
         log.info("no %s model in %s: training it (mixed_digits, simple_cnn; about a minute on CPU)", name, store)
         t0 = time.time()
         args = train_mod.parser().parse_args(demo_argv(path, progress))
-        import torch
-
-        threads = torch.get_num_threads()
-        try:
-            with _single_process_env():
-                result = train_mod.train(args)
-        finally:
-            torch.set_num_threads(threads)  # the server's own setting, back
+        with _single_process_env():
+            result = train_mod.train(args)  # which puts the caller's thread count back
         if result.get("interrupted"):
             raise KeyboardInterrupt(f"training of the {name} model was interrupted")
         log.info("trained %s in %.0fs: test accuracy %.4f -> %s", name, time.time() - t0, result["test_acc"], path)

@@ -384,10 +384,12 @@ def train(args) -> dict:
     _check_paths(args)
     device = pick_device(args.device)
     dist = Dist(device)
+    threads = torch.get_num_threads()
     try:
         return _train(args, resume, device, dist, t_start)
     finally:
         dist.close()
+        torch.set_num_threads(threads)  # a caller's process (a server training its demo) keeps its own setting
 
 
 def _logdir(args) -> str | None:
