@@ -282,6 +282,10 @@ def _session(ort, path: str, providers: list[str], threads: int, source: str):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
+    # Idle pool threads sleep instead of spinning: a server's gRPC, decode and
+    # torch threads need those cores between runs (docs/PERFORMANCE.md: at best
+    # even when idle, 1.8x faster on a loaded 2-core machine).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(path, options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - a graph ONNX Runtime has no kernel for, a provider failing
