@@ -187,7 +187,7 @@ class InProcess:
 def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", images_per_request=1, concurrency=1,
         duration=10.0, requests=0, inputs=(), warmup=5, in_process=False, source="", store="models",
         device="", dtype="", in_process_images_per_request=0, in_process_concurrency=0, options=None,
-        connect=None, backend="", protocol="netscope") -> list[BenchResult]:
+        connect=None, backend="", protocol="netscope", ready_timeout=120.0) -> list[BenchResult]:
     """Benchmark each way asked for; with in_process, the in-process run comes
     first in the list and the server run after, from the same inputs. The
     in-process model is loaded as the server's is (GetModelInfo), on `device`
@@ -196,14 +196,15 @@ def run(servers: list[str], model: str, *, rpc="predict", method="grad_cam", ima
     `connect`: Client keywords for every server (tls, root_certificates,
     client_cert, client_key, token, server_name_override). `protocol`:
     netscope (Predict / Explain), oip (ModelInfer, the same images, top-5 by
-    Triton's classification) or both (netscope, then oip, in this run)."""
+    Triton's classification) or both (netscope, then oip, in this run).
+    `ready_timeout`: seconds to wait for every server to be SERVING (`--timeout`)."""
     pool = load_inputs(list(inputs))
     images = [pool[i % len(pool)] for i in range(images_per_request)]
     results = []
     clients = [Client(s, timeout=300, **(connect or {})) for s in servers]
     try:
         for c in clients:
-            c.wait_ready(timeout=120)
+            c.wait_ready(timeout=ready_timeout)
         served = InProcessModel.of(clients[0].model_info(model))
         if in_process:
             spec = InProcessModel.of(clients[0].model_info(model))
@@ -298,7 +299,7 @@ def cmd_bench(args) -> int:
                         in_process_images_per_request=args.in_process_images_per_request,
                         in_process_concurrency=args.in_process_concurrency,
                         options=chosen_options(args), connect=connection(args), backend=args.backend,
-                        protocol=args.protocol)
+                        protocol=args.protocol, ready_timeout=args.timeout)
     if args.json:
         print_json(results)
         return 0

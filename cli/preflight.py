@@ -85,6 +85,10 @@ def check(args) -> None:
     """Run the checks the sub-command declared. Raises UsageError naming the first problem."""
     for c in getattr(args, "preflight", None) or ():
         for shown, value in c.values(args):
+            if c.kind == "image_or_folder" and "://" in value:
+                if getattr(args, "engine", "") == "ray":
+                    continue  # s3://, gs://, ...: Ray's readers open them, on the workers
+                raise UsageError(f"{shown} {value}: a URI; local paths only here, or --engine ray, which reads URIs")
             why = _problem(c.kind, shown, value)
             if why:
                 raise UsageError(why)

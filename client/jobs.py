@@ -227,7 +227,7 @@ class ExplainJob:
         model = self.spec.model
         with Client(server, timeout=min(self.timeout, 30.0), **self.connect) as client:
             try:
-                client.wait_ready(timeout=30)
+                client.wait_ready(timeout=min(self.timeout, 30.0))  # a server still starting gets its chance
                 if model not in {m.model for m in client.list_models()}:
                     self._lost[server] = f"NOT_FOUND: no model {model!r} loaded there"
                     self._without_model.add(server)

@@ -2,7 +2,9 @@
 before any request (a bad one is a usage error, exit 2, with no work lost)."""
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib
 import io
 import os
 import socket
@@ -180,3 +182,12 @@ def test_an_env_variable_path_is_named_as_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("NETSCOPE_TLS_CA", str(tmp_path / "nope.pem"))
     code, err = refused(tmp_path, "models")
     assert code == 2 and f"$NETSCOPE_TLS_CA {tmp_path / 'nope.pem'}: no such file" in err
+
+
+def test_a_uri_input_is_left_to_the_ray_engine_and_refused_by_the_grpc_one(tmp_path):
+    code, _, err = run_unreachable("explain", "s3://bucket/photos/", "--model", "r18", "--out", str(tmp_path / "o"))
+    assert code == 2 and "s3://bucket/photos/: a URI; local paths only here, or --engine ray" in err
+    preflight = importlib.import_module("netscope.cli.preflight")  # the package also has a preflight()
+    args = argparse.Namespace(engine="ray", inputs=["s3://bucket/photos/"],
+                              preflight=[preflight.ImagesOrFolders("INPUT", "inputs")])
+    preflight.check(args)  # Ray's readers open it on the workers
