@@ -38,10 +38,13 @@ def physical_cores(cpus: set[int] | None = None) -> int:
 
 
 def default_threads(load: float | None = None) -> int:
-    """Torch threads for a training run: the usable physical cores minus this process's
-    share of the machine's one-minute load average (`load`; default `os.getloadavg()`,
-    0 where unknown; shared in proportion to the CPUs usable), rounded, at least 1.
-    An idle 2-core machine gets 2; one whose load reaches its cores gets 1."""
+    """Torch threads for a training run: the usable physical cores minus the whole cores
+    that the machine's one-minute load average (`load`; default `os.getloadavg()`, 0
+    where unknown; shared in proportion to the CPUs usable) says are busy, at least 1.
+    Whole cores, because the average lags: a run that ended a minute ago still shows
+    as 0.9 of a core, and a 2-core machine that just finished one should get 2 (the
+    demo: 32 s at 2 threads against 46 s at 1, idle). One whose load reaches its
+    cores gets 1 (there, 2 threads took 20x longer than 1)."""
     if load is None:
         try:
             load = os.getloadavg()[0]
@@ -50,4 +53,4 @@ def default_threads(load: float | None = None) -> int:
     cpus = usable_cpus()
     share = max(0.0, load) * len(cpus) / max(len(cpus), os.cpu_count() or 1)
     cores = physical_cores(cpus)
-    return max(1, min(cores, int(round(cores - share))))
+    return max(1, min(cores, cores - int(share)))

@@ -62,7 +62,7 @@ def test_threads_default_follows_cores_and_load(monkeypatch):
     monkeypatch.setattr(threads, "physical_cores", lambda cpus=None: 4)
     monkeypatch.setattr(threads, "usable_cpus", lambda: {0, 1, 2, 3})
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
-    assert [threads.default_threads(load=x) for x in (0.0, 1.2, 2.6, 9.0)] == [4, 3, 1, 1]
+    assert [threads.default_threads(load=x) for x in (0.0, 0.9, 1.2, 2.6, 9.0)] == [4, 4, 3, 2, 1]
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 0.0, 0.0))
     assert resolved("--data", "digits").threads == 3
     assert resolved("--data", "digits", "--threads", "4").threads == 4
