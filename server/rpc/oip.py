@@ -6,34 +6,25 @@ A thin servicer: OIP tensors become netscope.v1 `Image` messages
 decode and preprocess under the server's limits, the dynamic batcher, the
 torch thread's urgent lane) or the Explain stages (`prepare_explanation`,
 `compute_explanation`) do the work; the answers go back as OIP outputs. Every
-method runs in `oip_rpc`, the same wrapper as netscope.v1's `rpc`: string
-caps, the caller's cancellation and deadline, one status per error (never
-UNKNOWN), metrics.
+method runs in netscope.v1's own `rpc` wrapper: string caps, the caller's
+cancellation and deadline, one status per error (never UNKNOWN), metrics.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import time
 from importlib import metadata
-
-import grpc
-import numpy as np
-from grpc_status import rpc_status
 
 from netscope.inference import grpc_service_pb2 as oip
 from netscope.inference import grpc_service_pb2_grpc as oip_grpc
 from netscope.v1 import inspector_pb2 as pb
 
-from ..errors import InvalidArgument, NotFound, code_of, closest, rich_status, shown
+from ..errors import InvalidArgument, NotFound, closest, shown
 from ..models import predict
 from ..models.model_options import FLAT_KEYS
 from ..models.registry import CHECKPOINT_SUFFIXES, LoadedModel
-from ..runtime import cancel
 from . import oip_tensors as tensors
-from .service import Clock, InspectorService, dtype_name
-from .string_caps import check_strings
+from .service import Clock, InspectorService, dtype_name, rpc
 
 log = logging.getLogger("netscope.oip")
 
@@ -60,33 +51,6 @@ def server_version() -> str:
         return "unknown"
 
 
-def oip_rpc(method):
-    """netscope.v1's `rpc` wrapper for OIP messages (whose model field is
-    `model_name` or `name`): strings capped, run on behalf of the caller,
-    any exception one status with its google.rpc details, metrics counted.
-    A method may return (response, Clock, images) to record its time split."""
-
-    @functools.wraps(method)
-    def wrapper(self, request, context):
-        start = time.perf_counter()
-        model = getattr(request, "model_name", "") or getattr(request, "name", "")
-        try:
-            check_strings(request)
-            answer = cancel.call(context, method, self, request, context, what=method.__name__)
-        except Exception as exc:  # noqa: BLE001 - errors become statuses here, as in service.rpc
-            status = rich_status(exc)
-            code = code_of(status.code)
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method.__name__)
-            self.metrics.observe(method.__name__, model, code.name, time.perf_counter() - start)
-            context.abort_with_status(rpc_status.to_status(status))
-        response, timing, images = answer if isinstance(answer, tuple) else (answer, None, 0)
-        self.metrics.observe(method.__name__, model, "OK", time.perf_counter() - start, timing, images)
-        return response
-
-    return wrapper
-
-
 class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
     """inference.GRPCInferenceService over an InspectorService's registry,
     limits, decoder pool and metrics. `ready()` says whether the server serves
@@ -101,15 +65,15 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
 
     # ------------------------------------------------------------ health
 
-    @oip_rpc
+    @rpc
     def ServerLive(self, request, context):
         return oip.ServerLiveResponse(live=True)
 
-    @oip_rpc
+    @rpc
     def ServerReady(self, request, context):
         return oip.ServerReadyResponse(ready=bool(self.ready()))
 
-    @oip_rpc
+    @rpc
     def ModelReady(self, request, context):
         """False (not an error) for a model that is not loaded, as the protocol has it."""
         loaded = any(m.id == request.name for m in self.registry.list())
@@ -119,11 +83,11 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
 
     # ------------------------------------------------------------ metadata
 
-    @oip_rpc
+    @rpc
     def ServerMetadata(self, request, context):
         return oip.ServerMetadataResponse(name=SERVER_NAME, version=server_version(), extensions=EXTENSIONS)
 
-    @oip_rpc
+    @rpc
     def ModelMetadata(self, request, context):
         m = self.model(request.name, request.version)
         c, h, w = m.input_size
@@ -137,7 +101,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             outputs=[meta(name=tensors.LOGITS, datatype="FP32", shape=[-1, n]),
                      meta(name=tensors.PROBABILITIES, datatype="FP32", shape=[-1, n])])
 
-    @oip_rpc
+    @rpc
     def ModelConfig(self, request, context):
         m = self.model(request.name, request.version)
         c, h, w = m.input_size
@@ -161,7 +125,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             cfg.parameters[key].string_value = str(value)
         return oip.ModelConfigResponse(config=cfg)
 
-    @oip_rpc
+    @rpc
     def ModelStatistics(self, request, context):
         if request.name:
             models = [self.model(request.name, request.version)]
@@ -201,7 +165,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
 
     # ------------------------------------------------------------ inference
 
-    @oip_rpc
+    @rpc
     def ModelInfer(self, request, context):
         m = self.model(request.model_name, request.model_version)
         explain_request = explain_request_of(request, m) if EXPLAIN in request.parameters else None
@@ -231,7 +195,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
 
     # ------------------------------------------------------------ the repository extension
 
-    @oip_rpc
+    @rpc
     def RepositoryIndex(self, request, context):
         self.check_repository(request.repository_name)
         out = oip.RepositoryIndexResponse()
@@ -246,7 +210,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
                                    reason="a checkpoint in the model store, not loaded: RepositoryModelLoad loads it")
         return out
 
-    @oip_rpc
+    @rpc
     def RepositoryModelLoad(self, request, context):
         """Loads `model_name` from the store or torchvision: the source is the
         name itself unless the `config` parameter (Triton's JSON override) or
@@ -267,7 +231,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
                            num_classes=int(num_classes), **settings)
         return oip.RepositoryModelLoadResponse()
 
-    @oip_rpc
+    @rpc
     def RepositoryModelUnload(self, request, context):
         self.check_repository(request.repository_name)
         self.registry.unload(request.model_name)

@@ -43,15 +43,20 @@ class Limits:
 
 def rpc(method):
     """Turn any exception into a status a client can act on (never UNKNOWN),
-    and count the call in the metrics."""
+    and count the call in the metrics. The one wrapper of every method of both
+    protocols (netscope.v1 here, the Open Inference Protocol in oip.py): the
+    request's strings capped, the call run on behalf of its caller, one
+    status per error with its google.rpc details. A method returns its
+    response, or (response, Timing, images) when the response has no timing
+    field of its own (OIP's)."""
 
     @functools.wraps(method)
     def wrapper(self, request, context):
         start = time.perf_counter()
-        model = getattr(request, "model", "")
+        model = model_of(request)
         try:
             check_strings(request)  # every string field capped, before any work
-            response = cancel.call(context, method, self, request, context, what=method.__name__)
+            answer = cancel.call(context, method, self, request, context, what=method.__name__)
         except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
             status = rich_status(exc)  # code, message and google.rpc details, for the trailers
             code = code_of(status.code)
@@ -59,12 +64,25 @@ def rpc(method):
                 log.exception("%s failed", method.__name__)
             self.metrics.observe(method.__name__, model, code.name, time.perf_counter() - start)
             context.abort_with_status(rpc_status.to_status(status))
-        timing = response.timing if hasattr(response, "timing") else None
-        images = len(getattr(request, "images", ()))
+        if isinstance(answer, tuple):
+            response, timing, images = answer
+        else:
+            response = answer
+            timing = response.timing if hasattr(response, "timing") else None
+            images = len(getattr(request, "images", ()))
         self.metrics.observe(method.__name__, model, "OK", time.perf_counter() - start, timing, images)
         return response
 
     return wrapper
+
+
+def model_of(request) -> str:
+    """The model a request names, for the metrics: netscope.v1's `model`, OIP's `model_name` or `name`."""
+    for name in ("model", "model_name", "name"):
+        value = getattr(request, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 class Clock:
