@@ -12,7 +12,6 @@ cancellation and deadline, one status per error (never UNKNOWN), metrics.
 from __future__ import annotations
 
 import json
-import logging
 from importlib import metadata
 
 from netscope.inference import grpc_service_pb2 as oip
@@ -25,8 +24,6 @@ from ..models.model_options import FLAT_KEYS
 from ..models.registry import CHECKPOINT_SUFFIXES, LoadedModel
 from . import oip_tensors as tensors
 from .service import Clock, InspectorService, dtype_name, rpc
-
-log = logging.getLogger("netscope.oip")
 
 SERVICE_NAME = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # inference.GRPCInferenceService
 SERVER_NAME = "netscope"
