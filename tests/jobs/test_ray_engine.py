@@ -25,7 +25,6 @@ pytestmark = pytest.mark.timeout(300)
 
 from netscope.jobs.ray import ModelSource, RayJob, explain_dataset, result  # noqa: E402
 
-SLOW_WHY = "kills mid-job through the CLI (~40 s each on a busy 2-core machine); NETSCOPE_SLOW=1"
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +105,6 @@ def test_the_request_s_own_fault_stops_the_job_before_any_image(cluster, tiny_st
     assert err.value.code.name in ("NOT_FOUND", "INVALID_ARGUMENT"), err.value
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("NETSCOPE_SLOW"), reason=SLOW_WHY)
 def test_a_killed_actor_is_restarted_and_the_job_finishes(cluster, tiny_store, shapes, tmp_path):
     folder, ids = shapes
     out = tmp_path / "out"
@@ -124,8 +121,6 @@ def test_a_killed_actor_is_restarted_and_the_job_finishes(cluster, tiny_store, s
     assert f"ray:{os.uname().nodename}:{victim}" in workers and len(workers) >= 2  # a new actor took over
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("NETSCOPE_SLOW"), reason=SLOW_WHY)
 def test_a_killed_driver_reruns_the_rest_and_nothing_twice(cluster, tiny_store, shapes, tmp_path):
     folder, ids = shapes
     out = tmp_path / "out"
