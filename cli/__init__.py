@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 
 from netscope.client.client import NetscopeError
@@ -62,15 +63,23 @@ def main(argv=None) -> int:
 
 def _stdout_gone() -> bool:
     """Whether stdout's reader has gone (`netscope ... | head`). If so, point
-    stdout at /dev/null so the interpreter's own flush at exit stays quiet too."""
+    stdout at /dev/null so the interpreter's own flush at exit stays quiet too.
+    A flush alone cannot tell: the failed write has already dropped the
+    buffer, so the pipe itself is asked (POLLERR once its reader closed)."""
     try:
         sys.stdout.flush()
-        return False
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+            return False
     except BrokenPipeError:
         pass
+    except (OSError, ValueError):  # not a real file (a test's StringIO): nothing to ask
+        return False
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # not a real file (a test's StringIO)
+    except (OSError, ValueError):
         pass
     return True
