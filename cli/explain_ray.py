@@ -12,7 +12,7 @@ def add_flags(p) -> None:
     g = p.add_argument_group("engine", "who computes the job: netscope servers over gRPC (default), or a Ray cluster")
     g.add_argument("--engine", choices=ENGINES, default="grpc",
                    help="grpc: stream to --server(s); ray: a Ray Data pipeline whose actors load --model themselves "
-                        "(needs pip install netscope[ray])")
+                        "(needs pip install 'netscope[ray]')")
     g.add_argument("--ray-address", metavar="auto|HOST:PORT",
                    help="--engine ray: the cluster (auto: the one `ray start` began here; default $RAY_ADDRESS, "
                         "else a new local Ray); INPUTs may then be URIs Ray reads (s3://bucket/photos/)")

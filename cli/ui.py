@@ -26,7 +26,8 @@ def cmd_ui(args) -> int:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        print("netscope ui: the viewer needs Gradio and its friends: pip install netscope[ui]", file=sys.stderr)
+        print("netscope ui: the viewer needs Gradio and its friends: pip install 'netscope[ui]' "
+              "(from a checkout: .venv/bin/pip install -e '.[ui]')", file=sys.stderr)
         return 2
     from netscope.ui.app import launch
 

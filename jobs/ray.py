@@ -52,7 +52,7 @@ from netscope.client.jobs import IMAGE_SUFFIXES, ExplainJob, find_images as find
 
 log = logging.getLogger("netscope.jobs.ray")
 
-INSTALL_HINT = "pip install netscope[ray]"
+INSTALL_HINT = "pip install 'netscope[ray]' (from a checkout: .venv/bin/pip install -e '.[ray]')"
 DEFAULT_MAX_PIXELS = 64_000_000  # as server/imaging's DEFAULT_MAX_PIXELS; the driver does not import the server
 MAX_BLOCKS = 10_000  # the most blocks one job's items are cut into (their bookkeeping is the driver's)
 DECODE_CPUS = 0.5  # a decode task's CPU share (see explain_dataset)

@@ -182,7 +182,7 @@ def test_onnxruntime_missing_says_how_to_install_it(client, monkeypatch):
     with pytest.raises(NetscopeError) as exc:
         client.load_model("ort_missing", "resnet18", backend="onnxruntime")
     assert exc.value.code == grpc.StatusCode.FAILED_PRECONDITION and exc.value.reason == "ONNXRUNTIME_MISSING"
-    assert "pip install netscope[onnx]" in exc.value.message
+    assert "pip install 'netscope[onnx]'" in exc.value.message
 
 
 class FrozenBranch(nn.Module):

@@ -66,7 +66,7 @@ PARITY_RTOL = {torch.float32: 1e-3, torch.float16: 5e-2, torch.bfloat16: 1e-1}
 # Private knob, for tests: a tolerance to check parity against instead (an
 # injected failure: 0 fails every model whose logits differ at all).
 PARITY_ENV = "NETSCOPE_ONNX_PARITY_RTOL"
-INSTALL_HINT = "pip install netscope[onnx]"
+INSTALL_HINT = "pip install 'netscope[onnx]' (from a checkout: .venv/bin/pip install -e '.[onnx]')"
 
 
 def check_backend(name) -> str:

@@ -147,5 +147,5 @@ def test_without_ray_it_exits_2_saying_what_to_install(tiny_store, shapes, tmp_p
                                                 "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert "pip install netscope[ray]" in proc.stderr and "Traceback" not in proc.stderr
+    assert "pip install 'netscope[ray]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "index.csv").exists()

@@ -10,4 +10,4 @@ def test_without_gradio_the_command_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
     code = cli.main(["ui", "--server", "127.0.0.1:1"])
     assert code == 2
-    assert "pip install netscope[ui]" in capsys.readouterr().err
+    assert "pip install 'netscope[ui]'" in capsys.readouterr().err
