@@ -64,8 +64,13 @@ def find_images(args, out):
 
 
 def make_job(args, spec, folder, labels):
+    from tqdm import tqdm
+
     from netscope.jobs.ray import RayJob
 
+    where = args.ray_address or "a local Ray (or $RAY_ADDRESS)"
+    tqdm.write(f"netscope explain: starting the Ray pipeline on {where}; the first answer comes once its actors "
+               f"have started and loaded {args.model} (about 15 s on a small machine)", file=sys.stderr)
     return RayJob(spec, folder, model_source(args), address=args.ray_address, labels=labels, actors=args.actors)
 
 

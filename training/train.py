@@ -514,7 +514,7 @@ def _set_up(args, resume, device, dist: Dist, t_start: float) -> _Run:
     opt = _build_optimisation(args, model, head, loaders.steps_per_epoch, device)
     say = (lambda *a: print(*a, flush=True)) if dist.main else (lambda *a: None)
     run = _Run(args=args, device=device, dist=dist, out=pathlib.Path(args.out), say=say,
-               progress=dist.main and not args.no_progress, ds=ds, model=model, net=net, arch_kwargs=arch_kwargs,
+               progress=dist.main and not args.no_progress and _terminal(), ds=ds, model=model, net=net, arch_kwargs=arch_kwargs,
                member=member, loaders=loaders, opt=opt, t_start=t_start)
     if resume:
         _restore(run, resume)
@@ -798,6 +798,15 @@ def _test(run: _Run) -> dict:
     if run.logdir:
         run.say(f"TensorBoard logs: tensorboard --logdir {run.logdir}")
     return {"interrupted": False, "out": str(run.out), **metrics}
+
+
+def _terminal() -> bool:
+    """Progress bars only on a terminal: in a log (`netscope serve > log` training
+    its demo) they are hundreds of lines of escape codes, and the epoch lines say it all."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _tqdm():
