@@ -161,7 +161,8 @@ def cmd_explain(args) -> int:
         getattr(bar, "skipped", bar.update)(n)
 
     with job_progress(total) as bar, \
-            interrupted_says(lambda: f"interrupted: {done[0]} of {total} done; rerun the same command to resume"):
+            interrupted_says(lambda: f"interrupted: {done[0]} of {total} done; rerun the same command to resume"), \
+            (explain_ray.engine_session() if ray_engine else contextlib.nullcontext()):
         for method in methods:
             # One method keeps the plain layout (OUT/index.csv), so its reruns resume;
             # several get a folder each.

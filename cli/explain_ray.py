@@ -3,6 +3,7 @@ runs in place of the gRPC fan-out (netscope.jobs.ray). Nothing here imports
 Ray or the server until a Ray job starts."""
 from __future__ import annotations
 
+import contextlib
 import sys
 
 ENGINES = ("grpc", "ray")
@@ -72,6 +73,22 @@ def make_job(args, spec, folder, labels):
     tqdm.write(f"netscope explain: starting the Ray pipeline on {where}; the first answer comes once its actors "
                f"have started and loaded {args.model} (about 15 s on a small machine)", file=sys.stderr)
     return RayJob(spec, folder, model_source(args), address=args.ray_address, labels=labels, actors=args.actors)
+
+
+@contextlib.contextmanager
+def engine_session():
+    """The Ray jobs of one command: stdout goes to stderr while Ray is up in
+    this process, and Ray is shut down before the result is printed. Ray
+    reports the cluster's events (a worker died, ...) to stdout from a
+    background thread, at any moment until then, and stdout is the result's
+    (`--json`)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            yield
+        finally:
+            from netscope.jobs.ray import disconnect
+
+            disconnect()
 
 
 def check(args) -> int | None:

@@ -405,6 +405,13 @@ def connect(address: str | None):
     return True
 
 
+def disconnect() -> None:
+    """Shut down this process's Ray connection (and the local Ray it started), if any."""
+    ray = require_ray()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def quiet() -> None:
     """No Ray Data progress bars or per-dataset log lines on the driver: the job draws its own progress."""
     ray = require_ray()
