@@ -21,7 +21,7 @@ from .connection import client_parser, connection
 from .deprecated import add_renamed_flag
 from .option_flags import add_option_flags, chosen_options, option_flag
 from .output import print_json, print_table
-from .preflight import Images, declare
+from .preflight import Images, UsageError, declare
 from .bench_oip import oip_caller
 
 
@@ -155,18 +155,24 @@ class InProcess:
 
     def __init__(self, model_id: str, spec: InProcessModel, store: str, rpc: str, images: list[pb.Image],
                  method: str, options: dict | None = None):
+        from netscope.server.errors import ServerError
         from netscope.server.models.registry import Batching, Registry
         from netscope.server.rpc.service import InspectorService, Limits
 
         b = spec.batching
         self.model_id = model_id
         self.registry = Registry(store)
-        self.registry.load(model_id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype,
-                           batching=Batching(b.get("max_batch_size", 0), b.get("max_delay_ms", 0.0),
-                                             b.get("max_queue", 0)),
-                           channels_last=spec.channels_last, compile=spec.compile,
-                           compile_batch_sizes=spec.compile_batch_sizes, device_decode=spec.device_decode,
-                           pin_memory=spec.pin_memory, backend=spec.backend)
+        try:
+            self.registry.load(model_id, spec.source, weights=spec.weights, device=spec.device, dtype=spec.dtype,
+                               batching=Batching(b.get("max_batch_size", 0), b.get("max_delay_ms", 0.0),
+                                                 b.get("max_queue", 0)),
+                               channels_last=spec.channels_last, compile=spec.compile,
+                               compile_batch_sizes=spec.compile_batch_sizes, device_decode=spec.device_decode,
+                               pin_memory=spec.pin_memory, backend=spec.backend)
+        except ServerError as exc:  # the server's model, loaded here: say which flag points it elsewhere
+            raise UsageError(f"--in-process could not load {spec.source!r} as the server did: {exc} "
+                             f"(checkpoints are read from --store, here {store!r}: give the server's store; "
+                             f"--device/--dtype/--backend change how it is loaded)") from None
         self.service = InspectorService(self.registry, Limits(max_images=max(256, len(images))))
         self.request = make_request(model_id, rpc, images, method, options)
         self.answer = self.service.predict_response if rpc == "predict" else self.service.explain_response
@@ -315,7 +321,8 @@ def cmd_bench(args) -> int:
     for r in results:
         if r.server_ms:
             split = ", ".join(f"{k} {v:.2f}" for k, v in r.server_ms.items() if k != "device_batch_size")
-            print(f"server time per request (ms): {split}; mean device batch {r.server_ms['device_batch_size']:.1f}")
+            print(f"{r.target}: time per request (ms): {split}; mean device batch "
+                  f"{r.server_ms['device_batch_size']:.1f}")
     local = results[0] if args.in_process and results[0].latency_ms else None
     for remote in (results[1:] if local else []):
         if not remote.latency_ms:

@@ -238,3 +238,12 @@ def test_a_startup_model_option_of_the_wrong_type_is_refused_by_name(store, key,
             srv.start()
     finally:
         srv.stop(grace=0)
+
+
+def test_bench_in_process_that_cannot_load_the_model_is_a_usage_error(run_cli, photo_files, tmp_path):
+    # A checkpoint the server has but --store does not: the server's error and the flag to change, no traceback.
+    code, out, err = run_cli("bench", "--model", "r18", "--in-process", "--source", "not_in_this_store",
+                             "--store", str(tmp_path), "--input", str(photo_files["chelsea"]), "--requests", "1")
+    assert code == 2, err
+    assert "--in-process could not load 'not_in_this_store'" in err and "--store" in err
+    assert "Traceback" not in err
