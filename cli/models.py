@@ -13,7 +13,7 @@ def add_commands(sub) -> None:
     p = client_parser(sub, "info", "a model's details and layer table", cmd_info)
     p.add_argument("model")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="shapes for this input size")
-    p.add_argument("--all", action="store_true", help="every module, not only leaves and top-level blocks")
+    p.add_argument("--all", action="store_true", help="every module, not only leaves and the blocks of the first two levels")
     p.add_argument("--classes", type=int, default=None, metavar="N",
                    help="class names shown (default: all of them up to 100, wrapped; 0: all)")
     p = client_parser(sub, "load", "load a model into the server", cmd_load)
@@ -64,7 +64,8 @@ def cmd_info(args) -> int:
     print_classes(info.class_names, args.classes)
     print(f"parameters {info.num_parameters:,} ({info.trainable_parameters:,} trainable), "
           f"{si(info.flops, 'FLOPs')} / {si(info.mult_adds, 'MACs')} (mult-adds) per image\n")
-    layers = info.layers if args.all else [l for l in info.layers if l.is_leaf or l.depth == 1]
+    # Blocks of the first two levels too (layer4.1, features.1): the usual layers to ask for maps of.
+    layers = info.layers if args.all else [l for l in info.layers if l.is_leaf or l.depth <= 2]
     print_table([["  " * (l.depth - 1) + l.name, l.type, l.input_shape, l.output_shape, f"{l.num_parameters:,}",
                   si(l.mult_adds, "MACs"), "cam" if l.cam_target else ""] for l in layers],
                 ["layer", "type", "input", "output", "params", "mult-adds", ""])
