@@ -29,7 +29,8 @@ from ..errors import InvalidArgument, closest, closest_metadata, shown
 
 FAMILIES = ("cam", "perturbation_cam", "attribution")
 NEEDS = frozenset({"gradients", "layer", "conv_layer", "linear_head"})
-COSTS = ("cheap", "moderate", "expensive")  # forward passes per image: ~1, ~10, ~100+
+# The cost classes, and the forward passes per image each stands for (ExplainStream sizes batches by them).
+COSTS = {"cheap": 1, "moderate": 10, "expensive": 100}
 TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 

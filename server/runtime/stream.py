@@ -46,8 +46,6 @@ from ..errors import Cancelled, DeadlineExceeded, rich_status
 _END = object()
 _POLL_S = 0.1  # how often a blocked stage looks whether the call has ended
 PROGRESS_S = 1.0  # at most one StreamProgress this often, and only while nothing else was sent
-# Forward passes per image of a method's cost class (server/explain/methods.py, COSTS).
-COST_PASSES = {"cheap": 1, "moderate": 10, "expensive": 100}
 
 
 class Stages(Protocol):
@@ -125,18 +123,18 @@ def batch_limit(request: pb.ExplainRequest, stream_batch: int) -> int:
     A batch holds about stream_batch forward passes' worth of work per image
     of a cheap method: stream_batch images of a cheap method without
     metrics, stream_batch // passes as each image costs more passes (its
-    method's cost class, COST_PASSES, plus the faithfulness metrics' passes:
+    method's cost class, methods.COSTS, plus the faithfulness metrics' passes:
     44 for the default set), and one when the method fills its own passes
     (`batches_well`). So the first answers come within seconds however
     costly each image is: a batch of 32 Grad-CAMs scored by every metric was
     ten minutes of a CPU before its first answer, and a caller's `--timeout`
     ran out first. Little is lost: an image's metrics cost many times its map."""
-    from ..explain.methods import method
+    from ..explain.methods import COSTS, method
 
     if not batches_well(request):
         return 1
     try:
-        passes = COST_PASSES[method(request.method).cost] + faithfulness.passes(convert.faithfulness_metrics(request))
+        passes = COSTS[method(request.method).cost] + faithfulness.passes(convert.faithfulness_metrics(request))
     except Exception:  # noqa: BLE001 - an unknown metric: its own error, at prepare
         return 1
     return max(1, stream_batch // passes)
