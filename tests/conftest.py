@@ -83,18 +83,23 @@ def run_cli(server):
     returns (exit code, stdout, stderr)."""
 
     def run(*args: str):
-        out, err = io.StringIO(), io.StringIO()
         argv = list(args)
         if argv and argv[0] != "serve":
             argv[1:1] = ["--server", server.address]
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = cli.main(argv)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 2
-        return code, out.getvalue(), err.getvalue()
+        return run_netscope(*argv)
 
     return run
+
+
+def run_netscope(*argv: str) -> tuple[int, str, str]:
+    """`netscope ARGV` in-process: (exit code, stdout, stderr); argparse's exits become codes."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+    return code, out.getvalue(), err.getvalue()
 
 
 # ---------------------------------------------------------------- the checkout stays clean (issue 17)

@@ -3,15 +3,15 @@ before any request (a bad one is a usage error, exit 2, with no work lost)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import io
 import os
 import socket
 
 import pytest
 
 from netscope import cli
+
+from .conftest import run_netscope
 
 # Commands that write files, each with the arguments it needs besides --out.
 WRITERS = {
@@ -24,14 +24,7 @@ WRITERS = {
 def run_unreachable(*args: str):
     """The CLI against a port nobody listens on: any request would fail with
     UNAVAILABLE (exit 1), so exit 2 shows the path was refused first."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = [args[0], "--server", "127.0.0.1:9", "--timeout", "2", *args[1:]]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-    return code, out.getvalue(), err.getvalue()
+    return run_netscope(args[0], "--server", "127.0.0.1:9", "--timeout", "2", *args[1:])
 
 
 def args_for(command: str, image) -> list[str]:
@@ -93,13 +86,8 @@ def refused(tmp_path, *args: str):
     os.chdir(tmp_path)
     try:
         if args[0] in ("serve", "train"):
-            out, err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = cli.main(list(args))
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else 2
-            return code, err.getvalue()
+            code, _, err = run_netscope(*args)
+            return code, err
         code, _, err = run_unreachable(*args)
         return code, err
     finally:

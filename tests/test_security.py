@@ -3,8 +3,6 @@ bearer tokens with roles, the --insecure guard, and reflection v1.
 Certificates are made in the test with trustme."""
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import time
 
@@ -13,27 +11,19 @@ import pytest
 import trustme
 from grpc_reflection.v1alpha import reflection_pb2
 
-from netscope import cli
 from netscope.client import Client
 from netscope.client.client import NetscopeError
 from netscope.server.app import ModelSpec, Server, ServerConfig
 from netscope.server.rpc.security import ConfigError, read_tokens, role_of
 
-from .conftest import encode
+from .conftest import encode, run_netscope
 
 READ_TOKEN = "read-token-5f1c0e9a7b3d42c8"
 ADMIN_TOKEN = "admin-token-91d2a7e4c06b3f58"
 MODELS = [ModelSpec("sq", "squeezenet1_1")]
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 2
-    return code, out.getvalue(), err.getvalue()
+run_cli = run_netscope  # this module's servers are its own, so no --server is added
 
 
 @pytest.fixture(scope="module")
